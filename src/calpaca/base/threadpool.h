@@ -1,0 +1,41 @@
+// A fixed pool of worker threads. Kernels are pure functions; the pool splits row ranges.
+// parallel_for(n, fn) calls fn(begin, end) on disjoint chunks covering [0, n) and returns
+// when all are done. The calling thread takes part in the work.
+#pragma once
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace calpaca {
+
+class ThreadPool {
+public:
+    explicit ThreadPool(int n_threads);
+    ~ThreadPool();
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+
+    int size() const { return n_threads_; }
+    // fn(begin, end); chunks are contiguous, one per thread (at most n_threads chunks).
+    void parallel_for(size_t n, const std::function<void(size_t, size_t)>& fn);
+
+private:
+    void worker(int idx);
+    int n_threads_;
+    std::vector<std::thread> threads_;
+    std::mutex mu_;
+    std::condition_variable cv_start_, cv_done_;
+    const std::function<void(size_t, size_t)>* job_ = nullptr;
+    size_t job_n_ = 0;
+    uint64_t generation_ = 0;
+    int pending_ = 0;
+    bool stop_ = false;
+};
+
+// Default thread count: physical cores (hardware threads / SMT siblings), at least 1.
+int default_thread_count();
+
+}  // namespace calpaca

@@ -1,0 +1,45 @@
+// A LLaMA model: configuration, weights as views into the mmap'd GGUF, and its vocabulary.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "calpaca/formats/gguf.h"
+#include "calpaca/model/config.h"
+#include "calpaca/tensor/kernels.h"
+#include "calpaca/tokenizer/tokenizer.h"
+
+namespace calpaca {
+
+struct LayerWeights {
+    std::vector<float> attn_norm, ffn_norm;  // small: copied to f32 at load
+    MatrixView wq, wk, wv, wo;               // attn_q/k/v/output
+    MatrixView w_gate, w_down, w_up;         // ffn_gate (w1), ffn_down (w2), ffn_up (w3)
+};
+
+class Model {
+public:
+    // Loads a llama GGUF. If vocab_override is non-empty it is a tokenizer.model whose size must
+    // equal the model's vocabulary (else an error naming both files and sizes).
+    static std::unique_ptr<Model> load(const std::string& path, const std::string& vocab_override = "");
+
+    const LlamaConfig& config() const { return cfg_; }
+    const GGUFFile& file() const { return *file_; }
+    const Tokenizer& tokenizer() const { return *tok_; }
+    const std::string& path() const { return file_->path(); }
+
+    MatrixView tok_embd;       // [n_vocab][n_embd]
+    MatrixView output;         // [n_vocab][n_embd] (token_embd when the file has no output.weight)
+    std::vector<float> output_norm;
+    std::vector<LayerWeights> layers;
+
+    // Embedding row of token id as f32 (checks the id).
+    void embed(int32_t id, float* out) const;
+
+private:
+    std::unique_ptr<GGUFFile> file_;
+    LlamaConfig cfg_;
+    std::unique_ptr<Tokenizer> tok_;
+};
+
+}  // namespace calpaca

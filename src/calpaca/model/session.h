@@ -1,0 +1,62 @@
+// An inference session: the KV cache of one sequence and the forward pass over it.
+//
+// eval(tokens) runs the LLaMA forward for a batch of tokens at positions n_past..,
+// appending their keys/values to the cache, and leaves the logits of the last token (or of
+// every token) in logits(). Two paths share this code: `reference` (plain loops,
+// single-threaded, double accumulation: the yardstick in tests) and the default fast path
+// (SIMD kernels, rows and heads split over the thread pool).
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "calpaca/model/model.h"
+
+namespace calpaca {
+
+class ThreadPool;
+
+struct SessionOptions {
+    int64_t n_ctx = 0;            // 0 = min(model context, 4096)
+    DType kv_type = DType::F16;   // F16 (default) or F32
+    bool reference = false;
+};
+
+class Session {
+public:
+    Session(const Model& m, SessionOptions o, ThreadPool* pool);
+
+    // Appends tokens; throws Error if the context would overflow or an id is invalid.
+    void eval(std::span<const int32_t> tokens, bool all_logits = false);
+    // Logits of the last eval: [n_tokens][n_vocab] if all_logits, else [1][n_vocab].
+    const std::vector<float>& logits() const { return logits_; }
+    const float* last_logits() const { return logits_.data() + logits_.size() - cfg_.n_vocab; }
+    // Final-norm hidden states of the last eval, [n_tokens][n_embd] (for embeddings).
+    const std::vector<float>& hidden() const { return hidden_; }
+
+    int64_t n_past() const { return n_past_; }
+    int64_t n_ctx() const { return n_ctx_; }
+    const Model& model() const { return model_; }
+    // Forget cached positions >= n (n <= n_past): the next eval continues from n.
+    void truncate(int64_t n);
+
+private:
+    void attention(int64_t layer, const float* q, int64_t n_tok, float* out);
+    void rope(float* x, int64_t n_tok, int64_t n_heads) const;
+    uint8_t* k_at(int64_t layer, int64_t pos);
+    uint8_t* v_at(int64_t layer, int64_t pos);
+    void mm(const MatrixView& w, const float* x, int64_t n, float* y);
+
+    const Model& model_;
+    const LlamaConfig& cfg_;
+    SessionOptions opt_;
+    ThreadPool* pool_;
+    int64_t n_ctx_;
+    int64_t n_past_ = 0;
+    size_t kv_elem_;
+    std::vector<uint8_t> k_cache_, v_cache_;  // [layer][pos][n_embd_kv]
+    std::vector<float> inv_freq_;
+    std::vector<float> logits_, hidden_;
+};
+
+}  // namespace calpaca

@@ -1,0 +1,47 @@
+// Dense kernels for the forward pass. Each fast kernel has a plain `_ref` twin with the
+// same signature; tests compare the two on random data (tests/unit/test_kernels.cpp).
+//
+// Weights are row-major matrices [rows=out][cols=in] stored as F32, F16 or BF16
+// (views into the mmap'd GGUF). Activations are f32.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "calpaca/tensor/dtype.h"
+
+namespace calpaca {
+
+class ThreadPool;
+
+struct MatrixView {
+    const void* data = nullptr;
+    DType type = DType::F32;
+    int64_t rows = 0;  // output features (GGUF ne[1])
+    int64_t cols = 0;  // input features  (GGUF ne[0])
+    const uint8_t* row(int64_t r) const { return static_cast<const uint8_t*>(data) + r * row_bytes(type, cols); }
+};
+
+// n elements of an F32/F16/BF16 buffer to f32 (throws for other types).
+void to_f32(DType t, const void* src, float* dst, size_t n);
+
+// dot(w_row, x) for one weight row of type t and length n.
+float dot_ref(DType t, const void* w, const float* x, int64_t n);
+float dot(DType t, const void* w, const float* x, int64_t n);
+
+// out[i] += a * v[i] for a row v of type t (F32/F16/BF16): attention's weighted sum of V.
+void axpy_ref(DType t, const void* v, float a, float* out, int64_t n);
+void axpy(DType t, const void* v, float a, float* out, int64_t n);
+
+// y[t][r] = sum_k W[r][k] * x[t][k] for t in [0, n_tok): x is [n_tok][cols], y is [n_tok][rows].
+void matmul_ref(const MatrixView& w, const float* x, int64_t n_tok, float* y);
+// Same, SIMD dot products, rows split over the pool (nullptr = this thread), tokens blocked
+// so that each weight row is read from memory once per block of tokens.
+void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool);
+
+// RMSNorm: out = x / sqrt(mean(x^2) + eps) * weight
+void rmsnorm(const float* x, const float* weight, float* out, int64_t n, float eps);
+// In-place softmax of n values.
+void softmax(float* x, int64_t n);
+inline float silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
+
+}  // namespace calpaca

@@ -1,0 +1,113 @@
+// Fast kernels against their plain reference twins on random data, odd sizes included.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "calpaca/base/threadpool.h"
+#include "calpaca/tensor/dtype.h"
+#include "calpaca/tensor/kernels.h"
+
+using namespace calpaca;
+
+namespace {
+
+std::vector<uint8_t> random_matrix(DType t, int64_t rows, int64_t cols, std::mt19937& rng) {
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<uint8_t> buf(row_bytes(t, cols) * rows);
+    for (int64_t i = 0; i < rows * cols; ++i) {
+        float v = nd(rng);
+        if (t == DType::F32) {
+            std::memcpy(&buf[4 * i], &v, 4);
+        } else {
+            uint16_t h = t == DType::F16 ? fp32_to_fp16(v) : fp32_to_bf16(v);
+            std::memcpy(&buf[2 * i], &h, 2);
+        }
+    }
+    return buf;
+}
+
+}  // namespace
+
+TEST(Kernels, MatmulMatchesReferenceOnRandomShapes) {
+    std::mt19937 rng(1234);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    ThreadPool pool(3);
+    const int64_t shapes[][3] = {{1, 1, 1}, {7, 13, 1}, {64, 33, 5}, {130, 257, 3}, {65, 16, 9}, {3, 1000, 70}};
+    for (DType t : {DType::F32, DType::F16, DType::BF16}) {
+        for (const auto& s : shapes) {
+            const int64_t rows = s[0], cols = s[1], ntok = s[2];
+            auto w = random_matrix(t, rows, cols, rng);
+            MatrixView m{w.data(), t, rows, cols};
+            std::vector<float> x(ntok * cols);
+            for (auto& v : x) v = nd(rng);
+            std::vector<float> ref(ntok * rows), fast(ntok * rows), fast1(ntok * rows);
+            matmul_ref(m, x.data(), ntok, ref.data());
+            matmul(m, x.data(), ntok, fast.data(), &pool);
+            matmul(m, x.data(), ntok, fast1.data(), nullptr);
+            for (int64_t i = 0; i < ntok * rows; ++i) {
+                double tol = 1e-5 * std::sqrt(static_cast<double>(cols)) * 4 + 1e-6;
+                ASSERT_NEAR(fast[i], ref[i], tol) << dtype_name(t) << " " << rows << "x" << cols << " i=" << i;
+                ASSERT_EQ(fast[i], fast1[i]) << "result depends on the thread count";
+            }
+        }
+    }
+}
+
+TEST(Kernels, DotAndAxpyMatchReference) {
+    std::mt19937 rng(99);
+    std::normal_distribution<float> nd;
+    for (DType t : {DType::F32, DType::F16, DType::BF16}) {
+        for (int64_t n : {1, 7, 8, 15, 16, 17, 128, 131}) {
+            auto w = random_matrix(t, 1, n, rng);
+            std::vector<float> x(n);
+            for (auto& v : x) v = nd(rng);
+            EXPECT_NEAR(dot(t, w.data(), x.data(), n), dot_ref(t, w.data(), x.data(), n), 1e-4 * std::sqrt(n));
+            std::vector<float> a(n), b(n);
+            for (int64_t i = 0; i < n; ++i) a[i] = b[i] = nd(rng);
+            axpy(t, w.data(), 0.37f, a.data(), n);
+            axpy_ref(t, w.data(), 0.37f, b.data(), n);
+            for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(a[i], b[i], 1e-5);
+        }
+    }
+}
+
+TEST(Kernels, RmsNormAndSoftmaxByHand) {
+    const float x[4] = {1, 2, 3, 4}, w[4] = {1, 0.5f, 2, 1};
+    float out[4];
+    rmsnorm(x, w, out, 4, 0.0f);
+    const float inv = 1.0f / std::sqrt(7.5f);  // mean of squares = 30/4
+    EXPECT_NEAR(out[0], 1 * inv, 1e-6);
+    EXPECT_NEAR(out[1], 2 * inv * 0.5f, 1e-6);
+    EXPECT_NEAR(out[2], 3 * inv * 2, 1e-6);
+    float s[3] = {0, std::log(2.0f), std::log(5.0f)};
+    softmax(s, 3);
+    EXPECT_NEAR(s[0], 1.0 / 8, 1e-6);
+    EXPECT_NEAR(s[1], 2.0 / 8, 1e-6);
+    EXPECT_NEAR(s[2], 5.0 / 8, 1e-6);
+}
+
+TEST(DType, HalfAndBfloatConversions) {
+    // exhaustive: every finite half converts to float and back unchanged
+    for (uint32_t h = 0; h < 65536; ++h) {
+        uint16_t x = static_cast<uint16_t>(h);
+        if ((x & 0x7c00) == 0x7c00 && (x & 0x3ff)) continue;  // NaN payloads
+        ASSERT_EQ(fp32_to_fp16(fp16_to_fp32(x)), x) << h;
+    }
+    EXPECT_EQ(fp32_to_fp16(1.0f), 0x3c00);
+    EXPECT_EQ(fp32_to_fp16(65504.0f), 0x7bff);
+    EXPECT_EQ(fp32_to_fp16(65520.0f), 0x7c00);          // rounds to inf
+    EXPECT_EQ(fp32_to_fp16(1.0f + 1.0f / 2048), 0x3c00);  // tie → even
+    EXPECT_EQ(fp32_to_fp16(1.0f + 3.0f / 2048), 0x3c02);  // tie → even (up)
+    EXPECT_EQ(fp32_to_fp16(5.9604645e-8f), 0x0001);      // smallest subnormal
+    EXPECT_EQ(fp32_to_fp16(2.9802322e-8f), 0x0000);      // half of it: tie → even (0)
+    EXPECT_EQ(fp32_to_bf16(1.0f), 0x3f80);
+    EXPECT_EQ(fp32_to_bf16(fp32_from_bits(0x3f808000)), 0x3f80);  // tie → even
+    EXPECT_EQ(fp32_to_bf16(fp32_from_bits(0x3f818000)), 0x3f82);
+    EXPECT_EQ(bf16_to_fp32(0x4049), fp32_from_bits(0x40490000));
+    DType t;
+    EXPECT_TRUE(dtype_from_name("q4_k", t));
+    EXPECT_EQ(t, DType::Q4_K);
+    EXPECT_FALSE(dtype_from_name("q9", t));
+    EXPECT_EQ(row_bytes(DType::Q4_0, 64), 36u);
+}
