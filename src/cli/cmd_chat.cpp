@@ -34,7 +34,7 @@ struct ChatOpts {
 };
 }  // namespace
 
-Command add_chat(CLI::App& root) {
+static Command add_chat(CLI::App& root) {
     auto* app = root.add_subcommand("chat", "Interactive multi-turn chat (Alpaca / Alpaca-2 templates)");
     auto o = std::make_shared<ChatOpts>();
     o->mo.add(app);
@@ -81,6 +81,7 @@ Command add_chat(CLI::App& root) {
                 const int64_t n_ctx = session.n_ctx();
                 // Room for the answer: max_new_tokens, but leave at least half the context for the prompt.
                 const size_t reserve = static_cast<size_t>(std::min<int64_t>(o->so.max_new, n_ctx / 2));
+                Sampler sampler(sp, tok.size());  // one RNG stream for the whole conversation
                 std::string line;
                 for (;;) {
                     if (tty) {
@@ -115,7 +116,6 @@ Command add_chat(CLI::App& root) {
                                      e.what(), (long long)n_ctx);
                         continue;
                     }
-                    Sampler sampler(sp, tok.size());
                     g_cancel.store(false);
                     g_generating.store(true);
                     GenerateParams turn = gp;
@@ -139,5 +139,7 @@ Command add_chat(CLI::App& root) {
                 return 0;
             }};
 }
+
+static const Registration kRegistration("chat", add_chat);
 
 }  // namespace calpaca::cli

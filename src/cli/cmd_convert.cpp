@@ -6,7 +6,7 @@
 
 namespace calpaca::cli {
 
-Command add_convert(CLI::App& root) {
+static Command add_convert(CLI::App& root) {
     auto* app = root.add_subcommand("convert", "Convert a Hugging Face LLaMA checkpoint directory (safetensors) to GGUF");
     struct O {
         std::string src, out, outtype = "f16", vocab, name;
@@ -29,5 +29,7 @@ Command add_convert(CLI::App& root) {
                 return 0;
             }};
 }
+
+static const Registration kRegistration("convert", add_convert);
 
 }  // namespace calpaca::cli

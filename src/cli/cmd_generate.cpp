@@ -65,7 +65,7 @@ std::vector<std::string> read_inputs(const std::string& path) {
 }
 }  // namespace
 
-Command add_generate(CLI::App& root) {
+static Command add_generate(CLI::App& root) {
     auto* app = root.add_subcommand("generate", "Complete a prompt (raw, or wrapped in a chat template), or run a batch file");
     auto o = std::make_shared<GenOpts>();
     o->mo.add(app);
@@ -167,5 +167,7 @@ Command add_generate(CLI::App& root) {
                 return 0;
             }};
 }
+
+static const Registration kRegistration("generate", add_generate);
 
 }  // namespace calpaca::cli

@@ -7,7 +7,7 @@
 
 namespace calpaca::cli {
 
-Command add_info(CLI::App& root) {
+static Command add_info(CLI::App& root) {
     auto* app = root.add_subcommand("info", "Show a GGUF file's metadata, tensor table, parameter count and size");
     auto path = std::make_shared<std::string>();
     auto all = std::make_shared<bool>(false);
@@ -59,5 +59,7 @@ Command add_info(CLI::App& root) {
                 return 0;
             }};
 }
+
+static const Registration kRegistration("info", add_info);
 
 }  // namespace calpaca::cli

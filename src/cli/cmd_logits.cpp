@@ -45,7 +45,7 @@ void write_npy(const std::string& path, const float* data, size_t rows, size_t c
 }
 }  // namespace
 
-Command add_logits(CLI::App& root) {
+static Command add_logits(CLI::App& root) {
     auto* app = root.add_subcommand("logits", "Write the float32 logits of every position to a .npy file");
     auto mo = std::make_shared<ModelOptions>();
     auto ids = std::make_shared<std::string>();
@@ -67,5 +67,7 @@ Command add_logits(CLI::App& root) {
                 return 0;
             }};
 }
+
+static const Registration kRegistration("logits", add_logits);
 
 }  // namespace calpaca::cli

@@ -6,7 +6,7 @@
 
 namespace calpaca::cli {
 
-Command add_make_random(CLI::App& root) {
+static Command add_make_random(CLI::App& root) {
     auto* app = root.add_subcommand("make-random-model",
                                     "Write a random-weight llama GGUF of a given shape (demo, tests, benchmarks)");
     auto s = std::make_shared<RandomModelSpec>();
@@ -40,5 +40,7 @@ Command add_make_random(CLI::App& root) {
                 return 0;
             }};
 }
+
+static const Registration kRegistration("make-random-model", add_make_random);
 
 }  // namespace calpaca::cli

@@ -26,7 +26,7 @@ std::string render(const Tokenizer& tok, const std::vector<int32_t>& ids, bool p
 }
 }  // namespace
 
-Command add_tokenize(CLI::App& root) {
+static Command add_tokenize(CLI::App& root) {
     auto* app = root.add_subcommand("tokenize", "Encode text to token ids or pieces (SentencePiece-exact)");
     auto o = std::make_shared<TokOpts>();
     app->add_option("-m,--model", o->model, "GGUF model (its vocabulary)");
@@ -86,5 +86,7 @@ Command add_tokenize(CLI::App& root) {
                 return 0;
             }};
 }
+
+static const Registration kRegistration("tokenize", add_tokenize);
 
 }  // namespace calpaca::cli

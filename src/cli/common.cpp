@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <algorithm>
 #include <iostream>
 #include <iterator>
 
@@ -7,6 +8,21 @@
 #include "calpaca/base/fileio.h"
 
 namespace calpaca::cli {
+
+namespace {
+std::vector<std::pair<std::string, CommandFactory>>& registry() {
+    static std::vector<std::pair<std::string, CommandFactory>> r;
+    return r;
+}
+}  // namespace
+
+Registration::Registration(const char* name, CommandFactory f) { registry().emplace_back(name, f); }
+
+std::vector<std::pair<std::string, CommandFactory>> registered_commands() {
+    auto r = registry();
+    std::sort(r.begin(), r.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    return r;
+}
 
 void ModelOptions::add(CLI::App* app, bool required) {
     auto* o = app->add_option("-m,--model", model, "model file (GGUF)");

@@ -13,20 +13,20 @@
 
 namespace calpaca::cli {
 
-// Each subcommand file defines one of these; main.cpp calls them all.
+// Each subcommand lives in its own cmd_*.cpp and registers itself with a static
+// `Registration` object: adding a subcommand never touches main.cpp.
 using Runner = std::function<int()>;
 struct Command {
     CLI::App* app;
     Runner run;
 };
+using CommandFactory = Command (*)(CLI::App& root);
 
-Command add_info(CLI::App& root);
-Command add_tokenize(CLI::App& root);
-Command add_logits(CLI::App& root);
-Command add_generate(CLI::App& root);
-Command add_chat(CLI::App& root);
-Command add_convert(CLI::App& root);
-Command add_make_random(CLI::App& root);
+struct Registration {
+    Registration(const char* name, CommandFactory f);
+};
+// (name, factory) pairs, sorted by name.
+std::vector<std::pair<std::string, CommandFactory>> registered_commands();
 
 struct ModelOptions {
     std::string model;

@@ -19,8 +19,8 @@ int main(int argc, char** argv) {
         "  calpaca tokenize --vocab tokenizer.model '你好，世界'\n"
         "  calpaca info model.gguf\n"
         "Run 'calpaca SUBCOMMAND --help' for each subcommand's options.");
-    std::vector<Command> cmds = {add_info(app),     add_tokenize(app), add_logits(app),      add_generate(app),
-                                 add_chat(app),     add_convert(app),  add_make_random(app)};
+    std::vector<Command> cmds;
+    for (const auto& [name, factory] : registered_commands()) cmds.push_back(factory(app));
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

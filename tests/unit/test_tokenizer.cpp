@@ -225,6 +225,23 @@ TEST(TokenizerVocab, UnknownFieldsSurvive) {
     EXPECT_EQ(v.size(), 32000u);
 }
 
+// Chinese-LLaMA's merge_tokenizers.py reproduced byte for byte (SHA256.md of the original repo
+// lists the results; the fixture files are those bytes).
+TEST(TokenizerVocab, MergeReproducesChineseLlamaAndAlpaca) {
+    spm::ModelProto m = load_model_proto(model_path("llama"));
+    const spm::ModelProto zh = load_model_proto(kData + "/tokenizers/chinese_sp.model");
+    EXPECT_EQ(merge_model_protos(m, zh), 17953u);
+    EXPECT_EQ(m.pieces_size(), 49953);
+    EXPECT_TRUE(serialize_model_proto(m) == slurp(model_path("chinese-llama-v1"))) << "merged model differs";
+    append_piece(m, "[PAD]");
+    EXPECT_TRUE(serialize_model_proto(m) == slurp(model_path("chinese-alpaca-v1"))) << "alpaca model differs";
+    EXPECT_THROW(append_piece(m, "[PAD]"), Error);
+    const std::string out = testing::TempDir() + "/calpaca-merged.model";
+    save_model_proto(m, out);
+    EXPECT_EQ(load_vocab_spm(out).size(), 49954u);
+    std::remove(out.c_str());
+}
+
 TEST(TokenizerVocab, BrokenVocabIsRefused) {
     Vocab v = load_vocab_spm(model_path("llama"));
     Vocab dup = v;
@@ -374,6 +391,74 @@ TEST(TokenizerEncode, SentencepieceVariants) {
             EXPECT_EQ(t.encode(texts[i]), (*cs.want)[i]) << cs.name << ": " << texts[i];
     }
     EXPECT_EQ(Tokenizer(c).encode("\xE2\x96\x81\xE2\x96\x81"), std::vector<int32_t>{});  // literal "▁▁" trims away too
+}
+
+// A direct, slow transcription of sentencepiece's BPE (strings, rescan for the best pair after
+// every merge) as a second opinion on the optimized encoder, over random texts.
+static std::vector<int32_t> naive_bpe(const Tokenizer& t, const std::string& text) {
+    const Vocab& v = t.vocab();
+    std::vector<int32_t> out;
+    if (text.empty()) return out;
+    std::string norm = v.add_dummy_prefix ? "\xE2\x96\x81" : "";
+    for (char c : text) norm += c == ' ' ? std::string("\xE2\x96\x81") : std::string(1, c);
+    std::vector<std::string_view> syms;
+    utf8::split_chars(norm, syms);
+    auto mergeable = [&](std::string_view s) -> int32_t {
+        int32_t id = t.piece_to_id(s);
+        if (id < 0) return -1;
+        TokenType ty = t.type(id);
+        return ty == TokenType::Normal || ty == TokenType::UserDefined || ty == TokenType::Unused ? id : -1;
+    };
+    for (;;) {
+        int best = -1;
+        float best_score = 0;
+        for (size_t i = 0; i + 1 < syms.size(); ++i) {
+            std::string_view cat(syms[i].data(), syms[i].size() + syms[i + 1].size());
+            int32_t id = mergeable(cat);
+            if (id >= 0 && (best < 0 || v.scores[id] > best_score)) {
+                best = static_cast<int>(i);
+                best_score = v.scores[id];
+            }
+        }
+        if (best < 0) break;
+        syms[best] = std::string_view(syms[best].data(), syms[best].size() + syms[best + 1].size());
+        syms.erase(syms.begin() + best + 1);
+    }
+    for (std::string_view s : syms) {
+        int32_t id = t.piece_to_id(s);
+        if (id < 0 || t.type(id) == TokenType::Unknown) {
+            for (unsigned char b : s) out.push_back(t.piece_to_id(fmt::format("<0x{:02X}>", b)));
+        } else {
+            out.push_back(id);
+        }
+    }
+    return out;
+}
+
+TEST(TokenizerEncode, MatchesNaiveReference) {
+    for (const char* name : {"llama", "chinese-llama-v1", "chinese-llama-2"}) {
+        const Tokenizer& t = tokenizer(name);
+        std::mt19937 rng(7);
+        const std::vector<std::string> extra = {" ", "  ", "\t", "\n", "🦙", "é", "，", "。", "\xE2\x96\x81", "0", "12"};
+        size_t bad = 0;
+        for (int round = 0; round < 1500; ++round) {
+            std::string text;
+            const int k = rng() % 12;
+            for (int j = 0; j < k; ++j) {
+                if (rng() % 3) {
+                    std::string p = t.piece(259 + rng() % (t.size() - 259));
+                    for (size_t q; (q = p.find("\xE2\x96\x81")) != std::string::npos;) p.replace(q, 3, " ");
+                    text += p;
+                } else {
+                    text += extra[rng() % extra.size()];
+                }
+            }
+            if (t.encode(text) != naive_bpe(t, text) && bad++ < 3)
+                ADD_FAILURE() << name << ": \"" << text << "\"\n  fast " << ids_str(t.encode(text)) << "\n  naive"
+                              << ids_str(naive_bpe(t, text));
+        }
+        EXPECT_EQ(bad, 0u) << name;
+    }
 }
 
 TEST(TokenizerEncode, InvalidUtf8NamesTheOffset) {

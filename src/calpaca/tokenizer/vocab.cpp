@@ -135,6 +135,31 @@ Vocab vocab_from_model_proto(const spm::ModelProto& m, const std::string& name) 
     return v;
 }
 
+size_t merge_model_protos(spm::ModelProto& base, const spm::ModelProto& extra) {
+    std::unordered_map<std::string, int> have;
+    have.reserve(base.pieces_size() * 2);
+    for (int i = 0; i < base.pieces_size(); ++i) have.emplace(base.pieces(i).piece(), i);
+    size_t added = 0;
+    for (const auto& p : extra.pieces()) {
+        // As in merge_tokenizers.py the set is not updated inside the loop; a duplicate inside
+        // `extra` would be appended twice (sentencepiece models have none).
+        if (have.count(p.piece())) continue;
+        auto* np = base.add_pieces();
+        np->set_piece(p.piece());
+        np->set_score(0.0f);
+        ++added;
+    }
+    return added;
+}
+
+void append_piece(spm::ModelProto& m, const std::string& piece, float score) {
+    for (const auto& p : m.pieces())
+        if (p.piece() == piece) fail("piece '{}' is already in the tokenizer", piece);
+    auto* np = m.add_pieces();
+    np->set_piece(piece);
+    np->set_score(score);
+}
+
 Vocab parse_vocab_spm(std::string_view bytes, const std::string& name) {
     return vocab_from_model_proto(parse_model_proto(bytes, name), name);
 }
