@@ -6,6 +6,7 @@
 
 #include "calpaca/base/error.h"
 #include "calpaca/base/fileio.h"
+#include "calpaca/convert/lora_runtime.h"
 
 namespace calpaca::cli {
 
@@ -28,13 +29,20 @@ void ModelOptions::add(CLI::App* app, bool required) {
     auto* o = app->add_option("-m,--model", model, "model file (GGUF)");
     if (required) o->required();
     app->add_option("--vocab", vocab, "tokenizer.model to use instead of the GGUF's vocabulary (sizes must agree)");
+    app->add_option("--lora", lora, "PEFT LoRA adapter directories merged into the weights at load time, in order (comma-separated)")
+        ->delimiter(',');
     app->add_option("-t,--threads", threads, "threads (default: physical cores)");
     app->add_option("-c,--ctx-size", ctx, "context size in tokens (default: model's, at most 4096)");
     app->add_option("--kv-type", kv_type, "KV cache type: f16 (default) or f32")->check(CLI::IsMember({"f16", "f32"}));
     app->add_flag("--reference", reference, "use the plain single-threaded reference kernels (slow; for checking)");
 }
 
-std::unique_ptr<Model> ModelOptions::load() const { return Model::load(model, vocab); }
+std::unique_ptr<Model> ModelOptions::load(ThreadPool* pool) const {
+    if (lora.empty()) return Model::load(model, vocab);
+    auto m = Model::load(model);
+    apply_lora_in_memory(*m, lora, vocab, pool);
+    return m;
+}
 
 SessionOptions ModelOptions::session() const {
     SessionOptions s;

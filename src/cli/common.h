@@ -31,12 +31,13 @@ std::vector<std::pair<std::string, CommandFactory>> registered_commands();
 struct ModelOptions {
     std::string model;
     std::string vocab;
+    std::vector<std::string> lora;  // --lora: PEFT adapters merged in memory at load time
     int threads = 0;
     int64_t ctx = 0;
     std::string kv_type = "f16";
     bool reference = false;
     void add(CLI::App* app, bool required = true);
-    std::unique_ptr<Model> load() const;
+    std::unique_ptr<Model> load(ThreadPool* pool = nullptr) const;
     SessionOptions session() const;
     std::unique_ptr<ThreadPool> pool() const;
 };

@@ -4,9 +4,11 @@
 #include <cmath>
 #include <random>
 
+#include "calpaca/base/error.h"
 #include "calpaca/base/threadpool.h"
 #include "calpaca/tensor/dtype.h"
 #include "calpaca/tensor/kernels.h"
+#include "calpaca/tensor/quant.h"
 
 using namespace calpaca;
 
@@ -70,6 +72,55 @@ TEST(Kernels, DotAndAxpyMatchReference) {
             for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(a[i], b[i], 1e-5);
         }
     }
+}
+
+// Quantized MatrixViews go through the same entry points (detailed kernel tests:
+// test_quant_kernels.cpp): matmul / matmul_ref / dot / dot_ref / to_f32.
+TEST(Kernels, QuantizedWeightsThroughTheDenseEntryPoints) {
+    std::mt19937 rng(4321);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    ThreadPool pool(2);
+    for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K, DType::Q3_K,
+                    DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+        SCOPED_TRACE(dtype_name(t));
+        EXPECT_TRUE(matmul_supports(t));
+        const int64_t rows = 67, cols = 512, ntok = 5;
+        std::vector<float> wf(rows * cols), x(ntok * cols);
+        for (auto& v : wf) v = nd(rng);
+        for (auto& v : x) v = nd(rng);
+        std::vector<uint8_t> wq(row_bytes(t, cols) * rows);
+        quantize_row_ref(t, wf.data(), wq.data(), rows * cols);
+        MatrixView m{wq.data(), t, rows, cols};
+        // to_f32 dequantizes
+        std::vector<float> row(cols), want(cols);
+        to_f32(t, m.row(3), row.data(), cols);
+        dequantize_row(t, m.row(3), want.data(), cols);
+        EXPECT_EQ(row, want);
+        // matmul vs matmul_ref vs dot / dot_ref, and vs the exact product of the dequantized weights
+        std::vector<float> ref(ntok * rows), fast(ntok * rows);
+        matmul_ref(m, x.data(), ntok, ref.data());
+        matmul(m, x.data(), ntok, fast.data(), &pool);
+        for (int64_t tk = 0; tk < ntok; ++tk) {
+            for (int64_t r = 0; r < rows; r += 11) {
+                const size_t i = tk * rows + r;
+                EXPECT_NEAR(fast[i], ref[i], 1e-3);
+                EXPECT_NEAR(dot(t, m.row(r), x.data() + tk * cols, cols), fast[i], 1e-3);
+                EXPECT_NEAR(dot_ref(t, m.row(r), x.data() + tk * cols, cols), ref[i], 1e-3);
+                to_f32(t, m.row(r), row.data(), cols);
+                double exact = 0;
+                for (int64_t c = 0; c < cols; ++c) exact += static_cast<double>(row[c]) * x[tk * cols + c];
+                EXPECT_NEAR(ref[i], exact, 0.03 * std::sqrt(static_cast<double>(cols)));
+            }
+        }
+    }
+    EXPECT_TRUE(matmul_supports(DType::F16));
+    EXPECT_FALSE(matmul_supports(DType::Q8_K));  // activation-only format
+    EXPECT_FALSE(matmul_supports(DType::I32));
+    std::vector<float> x(32), y(1);
+    std::vector<uint8_t> w(128);
+    MatrixView bad{w.data(), DType::I32, 1, 32};
+    EXPECT_THROW(matmul(bad, x.data(), 1, y.data(), nullptr), Error);
+    EXPECT_THROW(to_f32(DType::I32, w.data(), x.data(), 4), Error);
 }
 
 TEST(Kernels, RmsNormAndSoftmaxByHand) {

@@ -33,13 +33,14 @@ PIP_PKGS=(
   "transformers==4.35.2"
   "accelerate==0.21.0"
   "peft==0.3.0"
+  "gguf==0.19.0"  # make_quant_fixtures.py: ggml's own (numpy) quantizers as the reference
 )
 
 check() {
   [ -x "$VENV/bin/python" ] || return 1
   "$VENV/bin/python" - <<'EOF' 2>/dev/null
 import sys
-import numpy, torch, sentencepiece, transformers, peft, accelerate, safetensors
+import numpy, torch, sentencepiece, transformers, peft, accelerate, safetensors, gguf
 from transformers import LlamaForCausalLM, LlamaTokenizer  # noqa: F401
 want = {"transformers": "4.35.2", "peft": "0.3.0", "accelerate": "0.21.0", "sentencepiece": "0.1.97"}
 got = {"transformers": transformers.__version__, "peft": peft.__version__,
@@ -65,7 +66,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 echo "setup-venv: installing Debian packages" >&2
 $SUDO apt-get update
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y \
-  python3-torch python3-sentencepiece python3-numpy python3-venv
+  python3-torch python3-sentencepiece python3-numpy python3-yaml python3-venv
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup-venv: creating $VENV" >&2

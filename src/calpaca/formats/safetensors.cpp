@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "calpaca/base/error.h"
+#include "calpaca/base/fileio.h"
 
 namespace calpaca {
 
@@ -37,7 +38,7 @@ static DType st_dtype(const std::string& s, const std::string& tensor) {
     if (s == "I32") return DType::I32;
     if (s == "I16") return DType::I16;
     if (s == "I8") return DType::I8;
-    fail("tensor '{}': unsupported dtype \"{}\" (expected F32, F16 or BF16)", tensor, s);
+    fail("tensor '{}': unknown dtype \"{}\" (expected F32, F16 or BF16)", tensor, s);
 }
 
 void SafeTensorsFile::parse_all(const uint8_t* data, size_t size) {
@@ -94,6 +95,65 @@ void SafeTensorsFile::parse_all(const uint8_t* data, size_t size) {
 const SafeTensorInfo* SafeTensorsFile::find(const std::string& name) const {
     auto it = index_.find(name);
     return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+
+
+// ---------------------------------------------------------------- writer
+static const char* st_name(DType t, const std::string& path, const std::string& tensor) {
+    switch (t) {
+        case DType::F32: return "F32";
+        case DType::F16: return "F16";
+        case DType::BF16: return "BF16";
+        default: fail("{}: tensor '{}': safetensors output supports F32, F16 and BF16, not {}", path, tensor, dtype_name(t));
+    }
+}
+
+SafeTensorsStreamWriter::SafeTensorsStreamWriter(std::string path) : path_(std::move(path)) {}
+SafeTensorsStreamWriter::~SafeTensorsStreamWriter() = default;
+
+void SafeTensorsStreamWriter::add(const std::string& name, DType type, std::vector<uint64_t> shape) {
+    if (begun_) fail("{}: tensor added after begin()", path_);
+    st_name(type, path_, name);
+    uint64_t n = dtype_info(type).type_size;
+    for (auto d : shape) n *= d;
+    decls_.push_back({name, type, std::move(shape), total_, total_ + n});
+    total_ += n;
+}
+
+void SafeTensorsStreamWriter::set_metadata(const std::string& key, const std::string& value) { meta_[key] = value; }
+
+void SafeTensorsStreamWriter::begin() {
+    nlohmann::ordered_json h;
+    if (!meta_.empty()) {
+        nlohmann::ordered_json m = nlohmann::ordered_json::object();
+        for (const auto& [k, v] : meta_) m[k] = v;
+        h["__metadata__"] = m;
+    }
+    for (const auto& d : decls_)
+        h[d.name] = {{"dtype", st_name(d.type, path_, d.name)}, {"shape", d.shape}, {"data_offsets", {d.begin, d.end}}};
+    std::string text = h.dump();
+    while (text.size() % 8) text.push_back(' ');  // keep the data 8-byte aligned
+    file_ = std::make_unique<AtomicFile>(path_);
+    uint64_t n = text.size();
+    uint8_t le[8];
+    for (int i = 0; i < 8; ++i) le[i] = static_cast<uint8_t>(n >> (8 * i));
+    file_->write(le, 8);
+    file_->write(text);
+    begun_ = true;
+}
+
+void SafeTensorsStreamWriter::write(const void* data, size_t n) {
+    if (!begun_) fail("{}: data written before begin()", path_);
+    if (written_ + n > total_) fail("{}: more tensor data written than declared", path_);
+    file_->write(data, n);
+    written_ += n;
+}
+
+void SafeTensorsStreamWriter::finish() {
+    if (!begun_) begin();
+    if (written_ != total_) fail("{}: {} of {} data bytes were written", path_, written_, total_);
+    file_->commit();
 }
 
 }  // namespace calpaca

@@ -14,9 +14,9 @@ MatrixView get_matrix(const GGUFFile& f, const std::string& name, int64_t cols, 
         for (size_t i = 0; i < t->ne.size(); ++i) dims += (i ? "x" : "") + std::to_string(t->ne[i]);
         fail("{}: tensor {}: expected {}x{}, found {}", f.path(), name, cols, rows, dims);
     }
-    if (t->type != DType::F32 && t->type != DType::F16 && t->type != DType::BF16)
-        fail("{}: tensor {}: type {} is not supported yet (expected F32, F16 or BF16)", f.path(), name,
-             dtype_name(t->type));
+    if (!matmul_supports(t->type))
+        fail("{}: tensor {}: type {} is not supported for weights (expected F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, "
+             "Q8_0 or Q2_K..Q6_K)", f.path(), name, dtype_name(t->type));
     MatrixView m;
     m.data = f.tensor_data(*t);
     m.type = t->type;
@@ -89,6 +89,19 @@ std::unique_ptr<Model> Model::load(const std::string& path, const std::string& v
 void Model::embed(int32_t id, float* out) const {
     if (id < 0 || id >= cfg_.n_vocab) fail("token id {} is outside the vocabulary [0, {})", id, cfg_.n_vocab);
     to_f32(tok_embd.type, tok_embd.row(id), out, static_cast<size_t>(cfg_.n_embd));
+}
+
+const uint8_t* Model::adopt(std::vector<uint8_t> bytes) {
+    owned_.push_back(std::move(bytes));
+    return owned_.back().data();
+}
+
+void Model::replace_vocab(Vocab v) {
+    if (static_cast<int64_t>(v.size()) != tok_embd.rows || static_cast<int64_t>(v.size()) != output.rows)
+        fail("vocabulary size mismatch: tokenizer {} has {} pieces but the model's token_embd has {} rows and output {}",
+             v.source, v.size(), tok_embd.rows, output.rows);
+    cfg_.n_vocab = static_cast<int64_t>(v.size());
+    tok_ = std::make_unique<Tokenizer>(std::move(v));
 }
 
 }  // namespace calpaca

@@ -1,5 +1,6 @@
 // A LLaMA model: configuration, weights as views into the mmap'd GGUF, and its vocabulary.
 #pragma once
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,10 +37,18 @@ public:
     // Embedding row of token id as f32 (checks the id).
     void embed(int32_t id, float* out) const;
 
+    // In-memory weights (LoRA adapters merged at load time, convert/lora_runtime.h): the model
+    // keeps `bytes` alive for its lifetime and returns where they are.
+    const uint8_t* adopt(std::vector<uint8_t> bytes);
+    // Replaces the vocabulary after an adapter resized the embeddings; its size must equal
+    // the rows of tok_embd and output (Error naming both otherwise).
+    void replace_vocab(Vocab v);
+
 private:
     std::unique_ptr<GGUFFile> file_;
     LlamaConfig cfg_;
     std::unique_ptr<Tokenizer> tok_;
+    std::deque<std::vector<uint8_t>> owned_;  // adopt()
 };
 
 }  // namespace calpaca

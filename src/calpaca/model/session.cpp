@@ -6,8 +6,19 @@
 
 #include "calpaca/base/error.h"
 #include "calpaca/base/threadpool.h"
+#include "calpaca/model/attention.h"
 
 namespace calpaca {
+
+namespace {
+// Below this much work (elements touched) a pool hand-off costs more than it saves.
+constexpr int64_t kMinParallelWork = 1 << 15;
+
+template <typename T>
+void grow(std::vector<T>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+}
+}  // namespace
 
 Session::Session(const Model& m, SessionOptions o, ThreadPool* pool)
     : model_(m), cfg_(m.config()), opt_(o), pool_(o.reference ? nullptr : pool) {
@@ -38,6 +49,15 @@ void Session::truncate(int64_t n) {
     n_past_ = n;
 }
 
+template <typename F>
+void Session::split(int64_t n, int64_t cost_per_item, F&& fn) {
+    if (n <= 0) return;
+    if (pool_ && pool_->size() > 1 && n > 1 && n * cost_per_item >= kMinParallelWork)
+        pool_->parallel_for(static_cast<size_t>(n), [&](size_t b, size_t e) { fn(static_cast<int64_t>(b), static_cast<int64_t>(e)); });
+    else
+        fn(int64_t(0), n);
+}
+
 void Session::mm(const MatrixView& w, const float* x, int64_t n, float* y) {
     if (opt_.reference)
         matmul_ref(w, x, n, y);
@@ -45,68 +65,100 @@ void Session::mm(const MatrixView& w, const float* x, int64_t n, float* y) {
         matmul(w, x, n, y, pool_);
 }
 
+void Session::norm_rows(const float* x, const std::vector<float>& w, float* out, int64_t n_tok) {
+    const int64_t E = cfg_.n_embd;
+    split(n_tok, E, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) rmsnorm(x + t * E, w.data(), out + t * E, E, cfg_.rms_eps);
+    });
+}
+
+// The angles pos/factor * inv_freq[i] (float32, as HF) of the positions of this eval, shared
+// by every layer's q and k.
+void Session::prepare_rope(int64_t n_tok) {
+    const int64_t half = cfg_.head_dim() / 2;
+    grow(rope_cos_, static_cast<size_t>(n_tok * half));
+    grow(rope_sin_, static_cast<size_t>(n_tok * half));
+    split(n_tok, half * 8, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+            const float pos = static_cast<float>(n_past_ + t) / cfg_.rope_linear_factor;
+            for (int64_t i = 0; i < half; ++i) {
+                const float ang = pos * inv_freq_[i];
+                rope_cos_[t * half + i] = std::cos(ang);
+                rope_sin_[t * half + i] = std::sin(ang);
+            }
+        }
+    });
+}
+
 // GGUF layout: each head's vector is rotated in adjacent pairs (x[2i], x[2i+1]) by
 // angle pos/factor * inv_freq[i]. (HF rotates halves; the converter permuted q/k rows so
 // the two agree.)
-void Session::rope(float* x, int64_t n_tok, int64_t n_heads) const {
-    const int64_t hd = cfg_.head_dim();
-    for (int64_t t = 0; t < n_tok; ++t) {
-        const float pos = static_cast<float>(n_past_ + t) / cfg_.rope_linear_factor;
-        for (int64_t i = 0; i < hd / 2; ++i) {
-            const float ang = pos * inv_freq_[i];  // float32 as HF computes it
-            const float c = std::cos(ang), s = std::sin(ang);
+void Session::rope(float* x, int64_t n_tok, int64_t n_heads) {
+    const int64_t hd = cfg_.head_dim(), half = hd / 2;
+    split(n_tok, n_heads * hd, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+            const float* cs = rope_cos_.data() + t * half;
+            const float* sn = rope_sin_.data() + t * half;
             for (int64_t h = 0; h < n_heads; ++h) {
-                float* p = x + (t * n_heads + h) * hd + 2 * i;
-                const float x0 = p[0], x1 = p[1];
-                p[0] = x0 * c - x1 * s;
-                p[1] = x0 * s + x1 * c;
+                float* p = x + (t * n_heads + h) * hd;
+                for (int64_t i = 0; i < half; ++i) {
+                    const float x0 = p[2 * i], x1 = p[2 * i + 1];
+                    p[2 * i] = x0 * cs[i] - x1 * sn[i];
+                    p[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+                }
             }
         }
-    }
+    });
+}
+
+void Session::store_kv(int64_t layer, const float* k, const float* v, int64_t n_tok) {
+    const int64_t KV = cfg_.n_embd_kv();
+    split(n_tok, 2 * KV, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+            store_row(opt_.kv_type, k + t * KV, k_at(layer, n_past_ + t), KV);
+            store_row(opt_.kv_type, v + t * KV, v_at(layer, n_past_ + t), KV);
+        }
+    });
 }
 
 void Session::attention(int64_t layer, const float* q, int64_t n_tok, float* out) {
     const int64_t hd = cfg_.head_dim(), nh = cfg_.n_head, kvd = cfg_.n_embd_kv();
     const int64_t group = cfg_.n_head / cfg_.n_head_kv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    const DType kt = opt_.kv_type;
+    const bool ref = opt_.reference;
+    const size_t stride = static_cast<size_t>(kvd) * kv_elem_;
     const uint8_t* kbase = k_at(layer, 0);
     const uint8_t* vbase = v_at(layer, 0);
-    const size_t row = static_cast<size_t>(kvd) * kv_elem_;
-    const bool ref = opt_.reference;
-    auto body = [&](size_t b, size_t e) {
-        std::vector<float> scores(static_cast<size_t>(n_past_ + n_tok));
-        for (size_t job = b; job < e; ++job) {
-            const int64_t t = static_cast<int64_t>(job) / nh, h = static_cast<int64_t>(job) % nh;
+    // Jobs are head-major (job = h * n_tok + t): a thread's contiguous share then holds early
+    // and late tokens alike, so causal attention's growing key counts stay balanced.
+    auto body = [&](int64_t b, int64_t e) {
+        thread_local std::vector<float> scratch;
+        grow(scratch, static_cast<size_t>(n_past_ + n_tok));
+        for (int64_t job = b; job < e; ++job) {
+            const int64_t h = job / n_tok, t = job % n_tok;
             const int64_t kvh = h / group;
+            KVHead kv{kbase + kvh * hd * kv_elem_, vbase + kvh * hd * kv_elem_, opt_.kv_type, stride};
             const int64_t n_keys = n_past_ + t + 1;  // causal: keys 0..pos
             const float* qh = q + (t * nh + h) * hd;
-            for (int64_t j = 0; j < n_keys; ++j) {
-                const uint8_t* kj = kbase + j * row + kvh * hd * kv_elem_;
-                scores[j] = (ref ? dot_ref(kt, kj, qh, hd) : dot(kt, kj, qh, hd)) * scale;
-            }
-            softmax(scores.data(), n_keys);
             float* o = out + (t * nh + h) * hd;
-            std::fill(o, o + hd, 0.0f);
-            for (int64_t j = 0; j < n_keys; ++j) {
-                const uint8_t* vj = vbase + j * row + kvh * hd * kv_elem_;
-                if (ref)
-                    axpy_ref(kt, vj, scores[j], o, hd);
-                else
-                    axpy(kt, vj, scores[j], o, hd);
-            }
+            if (ref)
+                attend_ref(kv, qh, hd, n_keys, scale, o, scratch.data());
+            else
+                attend(kv, qh, hd, n_keys, scale, o, scratch.data());
         }
     };
-    const size_t jobs = static_cast<size_t>(n_tok * nh);
-    if (pool_ && !ref)
-        pool_->parallel_for(jobs, body);
-    else
-        body(0, jobs);
+    split(n_tok * nh, (n_past_ + n_tok) * hd, body);
 }
 
 void Session::eval(std::span<const int32_t> tokens, bool all_logits) {
     const int64_t n = static_cast<int64_t>(tokens.size());
+    eval_tail(tokens, all_logits ? 0 : std::max<int64_t>(n - 1, 0));
+}
+
+void Session::eval_tail(std::span<const int32_t> tokens, int64_t first) {
+    const int64_t n = static_cast<int64_t>(tokens.size());
     if (n == 0) fail("eval: no tokens");
+    if (first < 0 || first >= n) fail("eval: first logit row {} is outside the batch of {} tokens", first, n);
     if (n_past_ + n > n_ctx_)
         fail("context overflow: {} cached + {} new tokens exceed the context size {} (use a larger -c/--ctx-size)",
              n_past_, n, n_ctx_);
@@ -114,47 +166,51 @@ void Session::eval(std::span<const int32_t> tokens, bool all_logits) {
     for (int32_t id : tokens)
         if (id < 0 || id >= cfg_.n_vocab) fail("token id {} is outside the vocabulary [0, {})", id, cfg_.n_vocab);
 
-    std::vector<float> x(n * E), xn(n * E), q(n * E), k(n * KV), v(n * KV), att(n * E), tmp(n * E);
-    std::vector<float> g(n * F), u(n * F);
-    for (int64_t t = 0; t < n; ++t) model_.embed(tokens[t], x.data() + t * E);
+    const size_t nE = static_cast<size_t>(n * E), nKV = static_cast<size_t>(n * KV), nF = static_cast<size_t>(n * F);
+    for (auto* b : {&x_, &xn_, &q_, &att_, &tmp_}) grow(*b, nE);
+    grow(k_, nKV);
+    grow(v_, nKV);
+    grow(g_, nF);
+    grow(u_, nF);
+    float *x = x_.data(), *xn = xn_.data(), *q = q_.data(), *k = k_.data(), *v = v_.data();
+    float *att = att_.data(), *tmp = tmp_.data(), *g = g_.data(), *u = u_.data();
+
+    split(n, E, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) model_.embed(tokens[t], x + t * E);
+    });
+    prepare_rope(n);
+    auto add_into = [&](float* dst, const float* src, int64_t count) {
+        split(count, 1, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) dst[i] += src[i];
+        });
+    };
 
     for (int64_t l = 0; l < cfg_.n_layer; ++l) {
         const LayerWeights& L = model_.layers[l];
-        for (int64_t t = 0; t < n; ++t) rmsnorm(x.data() + t * E, L.attn_norm.data(), xn.data() + t * E, E, cfg_.rms_eps);
-        mm(L.wq, xn.data(), n, q.data());
-        mm(L.wk, xn.data(), n, k.data());
-        mm(L.wv, xn.data(), n, v.data());
-        rope(q.data(), n, cfg_.n_head);
-        rope(k.data(), n, cfg_.n_head_kv);
-        for (int64_t t = 0; t < n; ++t) {
-            uint8_t* kd = k_at(l, n_past_ + t);
-            uint8_t* vd = v_at(l, n_past_ + t);
-            if (opt_.kv_type == DType::F32) {
-                std::memcpy(kd, k.data() + t * KV, KV * 4);
-                std::memcpy(vd, v.data() + t * KV, KV * 4);
-            } else {
-                for (int64_t i = 0; i < KV; ++i) {
-                    uint16_t hk = fp32_to_fp16(k[t * KV + i]), hv = fp32_to_fp16(v[t * KV + i]);
-                    std::memcpy(kd + 2 * i, &hk, 2);
-                    std::memcpy(vd + 2 * i, &hv, 2);
-                }
-            }
-        }
-        attention(l, q.data(), n, att.data());
-        mm(L.wo, att.data(), n, tmp.data());
-        for (int64_t i = 0; i < n * E; ++i) x[i] += tmp[i];
+        norm_rows(x, L.attn_norm, xn, n);
+        mm(L.wq, xn, n, q);
+        mm(L.wk, xn, n, k);
+        mm(L.wv, xn, n, v);
+        rope(q, n, cfg_.n_head);
+        rope(k, n, cfg_.n_head_kv);
+        store_kv(l, k, v, n);
+        attention(l, q, n, att);
+        mm(L.wo, att, n, tmp);
+        add_into(x, tmp, n * E);
 
-        for (int64_t t = 0; t < n; ++t) rmsnorm(x.data() + t * E, L.ffn_norm.data(), xn.data() + t * E, E, cfg_.rms_eps);
-        mm(L.w_gate, xn.data(), n, g.data());
-        mm(L.w_up, xn.data(), n, u.data());
-        for (int64_t i = 0; i < n * F; ++i) g[i] = silu(g[i]) * u[i];
-        mm(L.w_down, g.data(), n, tmp.data());
-        for (int64_t i = 0; i < n * E; ++i) x[i] += tmp[i];
+        norm_rows(x, L.ffn_norm, xn, n);
+        mm(L.w_gate, xn, n, g);
+        mm(L.w_up, xn, n, u);
+        split(n * F, 8, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) g[i] = silu(g[i]) * u[i];
+        });
+        mm(L.w_down, g, n, tmp);
+        add_into(x, tmp, n * E);
     }
-    hidden_.resize(n * E);
-    for (int64_t t = 0; t < n; ++t) rmsnorm(x.data() + t * E, model_.output_norm.data(), hidden_.data() + t * E, E, cfg_.rms_eps);
-    const int64_t first = all_logits ? 0 : n - 1, n_out = n - first;
-    logits_.resize(n_out * cfg_.n_vocab);
+    hidden_.resize(nE);
+    norm_rows(x, model_.output_norm, hidden_.data(), n);
+    const int64_t n_out = n - first;
+    logits_.resize(static_cast<size_t>(n_out * cfg_.n_vocab));
     mm(model_.output, hidden_.data() + first * E, n_out, logits_.data());
     n_past_ += n;
 }

@@ -5,6 +5,12 @@
 // every token) in logits(). Two paths share this code: `reference` (plain loops,
 // single-threaded, double accumulation: the yardstick in tests) and the default fast path
 // (SIMD kernels, rows and heads split over the thread pool).
+//
+// The fast path keeps its activation buffers between calls (no allocation per token once
+// the largest batch has been seen), computes the RoPE angles once per eval for all layers,
+// and splits norms, RoPE, KV stores, attention (per head, model/attention.h) and the
+// element-wise steps over the pool. Matrix products go to kernels' matmul, which blocks the
+// tokens of a prompt so that each weight row is streamed once per block.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -28,6 +34,9 @@ public:
 
     // Appends tokens; throws Error if the context would overflow or an id is invalid.
     void eval(std::span<const int32_t> tokens, bool all_logits = false);
+    // Same, leaving logits for tokens first_logit..n-1 only (rows [n - first_logit][n_vocab]):
+    // e.g. perplexity scores only the second half of a window. 0 <= first_logit < n.
+    void eval_tail(std::span<const int32_t> tokens, int64_t first_logit);
     // Logits of the last eval: [n_tokens][n_vocab] if all_logits, else [1][n_vocab].
     const std::vector<float>& logits() const { return logits_; }
     const float* last_logits() const { return logits_.data() + logits_.size() - cfg_.n_vocab; }
@@ -42,10 +51,17 @@ public:
 
 private:
     void attention(int64_t layer, const float* q, int64_t n_tok, float* out);
-    void rope(float* x, int64_t n_tok, int64_t n_heads) const;
+    void rope(float* x, int64_t n_tok, int64_t n_heads);
+    void prepare_rope(int64_t n_tok);
+    void store_kv(int64_t layer, const float* k, const float* v, int64_t n_tok);
+    void norm_rows(const float* x, const std::vector<float>& w, float* out, int64_t n_tok);
     uint8_t* k_at(int64_t layer, int64_t pos);
     uint8_t* v_at(int64_t layer, int64_t pos);
     void mm(const MatrixView& w, const float* x, int64_t n, float* y);
+    // fn(begin, end) over [0, n): split over the pool when the fast path has one and the work
+    // (n x cost_per_item) is worth a hand-off, else run here.
+    template <typename F>
+    void split(int64_t n, int64_t cost_per_item, F&& fn);
 
     const Model& model_;
     const LlamaConfig& cfg_;
@@ -56,7 +72,10 @@ private:
     size_t kv_elem_;
     std::vector<uint8_t> k_cache_, v_cache_;  // [layer][pos][n_embd_kv]
     std::vector<float> inv_freq_;
+    std::vector<float> rope_cos_, rope_sin_;  // [n_tok][head_dim/2] for the current eval
     std::vector<float> logits_, hidden_;
+    // activation buffers of the forward pass, grown to the largest batch seen
+    std::vector<float> x_, xn_, q_, k_, v_, att_, tmp_, g_, u_;
 };
 
 }  // namespace calpaca

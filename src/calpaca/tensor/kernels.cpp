@@ -1,5 +1,6 @@
 #include "calpaca/tensor/kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -11,8 +12,12 @@
 
 #include "calpaca/base/error.h"
 #include "calpaca/base/threadpool.h"
+#include "calpaca/tensor/quant.h"
+#include "calpaca/tensor/quant_dot.h"
 
 namespace calpaca {
+
+bool matmul_supports(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16 || is_weight_quant(t); }
 
 void to_f32(DType t, const void* src, float* dst, size_t n) {
     const uint8_t* p = static_cast<const uint8_t*>(src);
@@ -32,12 +37,97 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
                 dst[i] = bf16_to_fp32(h);
             }
             return;
-        default: fail("cannot convert {} data to f32 (quantized types need the quantization module)", dtype_name(t));
+        default:
+            if (!is_quantized(t)) fail("cannot convert {} data to f32", dtype_name(t));
+            dequantize_row(t, src, dst, static_cast<int64_t>(n));
     }
 }
 
+// ------------------------------------------------------------------ quantized weights
+namespace {
+
+// Activations quantized to the weight type's dot format, one row per token.
+struct QuantizedActs {
+    DType type;
+    size_t row_bytes;
+    std::vector<uint8_t> data;
+    const uint8_t* row(int64_t t) const { return data.data() + static_cast<size_t>(t) * row_bytes; }
+};
+
+void quantize_acts(DType wtype, const float* x, int64_t n_tok, int64_t cols, bool reference, ThreadPool* pool,
+                   QuantizedActs& q) {
+    q.type = vec_dot_type(wtype);
+    q.row_bytes = row_bytes(q.type, static_cast<uint64_t>(cols));
+    q.data.resize(q.row_bytes * static_cast<size_t>(n_tok));
+    auto body = [&](size_t t0, size_t t1) {
+        for (size_t t = t0; t < t1; ++t) {
+            uint8_t* dst = q.data.data() + t * q.row_bytes;
+            if (reference)
+                quantize_act_ref(q.type, x + t * cols, dst, cols);
+            else
+                quantize_act(q.type, x + t * cols, dst, cols);
+        }
+    };
+    if (pool && !reference && n_tok >= 8)
+        pool->parallel_for(static_cast<size_t>(n_tok), body);
+    else
+        body(0, static_cast<size_t>(n_tok));
+}
+
+float dot_quant(DType t, const void* w, const float* x, int64_t n, bool reference) {
+    QuantizedActs q;
+    quantize_acts(t, x, 1, n, reference, nullptr, q);
+    if (reference) return vec_dot_q_ref(t, w, q.row(0), n);
+    const void* rows[1] = {q.row(0)};
+    float out;
+    vec_dot_q(t, w, rows, 1, n, &out);
+    return out;
+}
+
+void matmul_quant_ref(const MatrixView& w, const float* x, int64_t n_tok, float* y) {
+    QuantizedActs q;
+    quantize_acts(w.type, x, n_tok, w.cols, true, nullptr, q);
+    for (int64_t t = 0; t < n_tok; ++t)
+        for (int64_t r = 0; r < w.rows; ++r) y[t * w.rows + r] = vec_dot_q_ref(w.type, w.row(r), q.row(t), w.cols);
+}
+
+// Rows split over the pool; tokens in blocks whose quantized activations stay in L2 while a
+// thread's weight rows stream past them once per block; within a block each weight row is
+// unpacked once per 4 tokens (vec_dot_q's multi-row form).
+void matmul_quant(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool) {
+    thread_local QuantizedActs q;  // reused across calls: no allocation per token in decode
+    quantize_acts(w.type, x, n_tok, w.cols, false, pool, q);
+    const int64_t rb = static_cast<int64_t>(row_bytes(w.type, static_cast<uint64_t>(w.cols)));
+    const uint8_t* base = static_cast<const uint8_t*>(w.data);
+    const int64_t tok_block = std::max<int64_t>(4, std::min<int64_t>(64, (256 * 1024 / static_cast<int64_t>(q.row_bytes)) / 4 * 4));
+    const QuantizedActs& qa = q;
+    auto body = [&](size_t r0, size_t r1) {
+        for (int64_t t0 = 0; t0 < n_tok; t0 += tok_block) {
+            const int64_t t1 = std::min(n_tok, t0 + tok_block);
+            for (size_t r = r0; r < r1; ++r) {
+                const uint8_t* wr = base + static_cast<int64_t>(r) * rb;
+                for (int64_t t = t0; t < t1; t += 4) {
+                    const int nt = static_cast<int>(std::min<int64_t>(4, t1 - t));
+                    const void* rows[4];
+                    for (int k = 0; k < nt; ++k) rows[k] = qa.row(t + k);
+                    float o[4];
+                    vec_dot_q(w.type, wr, rows, nt, w.cols, o);
+                    for (int k = 0; k < nt; ++k) y[(t + k) * w.rows + static_cast<int64_t>(r)] = o[k];
+                }
+            }
+        }
+    };
+    if (pool && w.rows >= 64)
+        pool->parallel_for(static_cast<size_t>(w.rows), body);
+    else
+        body(0, static_cast<size_t>(w.rows));
+}
+
+}  // namespace
+
 // ------------------------------------------------------------------ reference
 float dot_ref(DType t, const void* w, const float* x, int64_t n) {
+    if (is_quantized(t)) return dot_quant(t, w, x, n, true);
     const uint8_t* p = static_cast<const uint8_t*>(w);
     double acc = 0;  // the reference accumulates in double: it is the yardstick
     for (int64_t i = 0; i < n; ++i) {
@@ -79,6 +169,7 @@ void axpy_ref(DType t, const void* v, float a, float* out, int64_t n) {
 }
 
 void matmul_ref(const MatrixView& w, const float* x, int64_t n_tok, float* y) {
+    if (is_quantized(w.type)) return matmul_quant_ref(w, x, n_tok, y);
     for (int64_t t = 0; t < n_tok; ++t)
         for (int64_t r = 0; r < w.rows; ++r) y[t * w.rows + r] = dot_ref(w.type, w.row(r), x + t * w.cols, w.cols);
 }
@@ -151,6 +242,7 @@ void check_dense(DType t) {
 }  // namespace
 
 float dot(DType t, const void* w, const float* x, int64_t n) {
+    if (is_quantized(t)) return dot_quant(t, w, x, n, false);
     check_dense(t);
     float out;
     const float* xs[1] = {x};
@@ -171,6 +263,7 @@ void axpy(DType t, const void* v, float a, float* out, int64_t n) {
 }
 
 void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool) {
+    if (is_quantized(w.type)) return matmul_quant(w, x, n_tok, y, pool);
     check_dense(w.type);
     const int64_t rb = row_bytes(w.type, w.cols);
     const uint8_t* base = static_cast<const uint8_t*>(w.data);

@@ -1,8 +1,11 @@
 // Dense kernels for the forward pass. Each fast kernel has a plain `_ref` twin with the
 // same signature; tests compare the two on random data (tests/unit/test_kernels.cpp).
 //
-// Weights are row-major matrices [rows=out][cols=in] stored as F32, F16 or BF16
-// (views into the mmap'd GGUF). Activations are f32.
+// Weights are row-major matrices [rows=out][cols=in] stored as F32, F16, BF16 or one of
+// ggml's quantized block types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K (views into the
+// mmap'd GGUF). Activations are f32; for quantized weights they are quantized on the fly to
+// the 8-bit format the weight type's dot product takes (tensor/quant_dot.h), as ggml does,
+// by both the fast kernels and their `_ref` twins.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -21,10 +24,14 @@ struct MatrixView {
     const uint8_t* row(int64_t r) const { return static_cast<const uint8_t*>(data) + r * row_bytes(type, cols); }
 };
 
-// n elements of an F32/F16/BF16 buffer to f32 (throws for other types).
+// Whether matmul / dot accept weights of type t (F32, F16, BF16 and the quantized weight types).
+bool matmul_supports(DType t);
+
+// n elements of an F32/F16/BF16 or quantized buffer to f32 (throws for other types; n must
+// be a multiple of a quantized type's block size).
 void to_f32(DType t, const void* src, float* dst, size_t n);
 
-// dot(w_row, x) for one weight row of type t and length n.
+// dot(w_row, x) for one weight row of type t and length n (a quantized row quantizes x first).
 float dot_ref(DType t, const void* w, const float* x, int64_t n);
 float dot(DType t, const void* w, const float* x, int64_t n);
 

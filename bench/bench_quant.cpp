@@ -1,0 +1,150 @@
+// Quantized kernel micro-benchmarks (Google Benchmark), reference vs fast:
+//   BM_QDot        one weight row · one activation row (vec_dot_q vs vec_dot_q_ref), n = 4096
+//   BM_QMatmul     matmul through kernels.h: decode (1 token) and prompt processing (64
+//                  tokens), reference / fast on one thread / fast on the pool; counters:
+//                  weight GB/s (bytes of weights streamed per call) and GOP/s (2·rows·cols·tokens)
+//   BM_QActQuant   activation quantization Q8_0 / Q8_1 / Q8_K (fast vs ref), elements/s
+//   BM_QQuantize   the reference weight quantizers (the `calpaca quantize` inner loop), elements/s
+//
+//   build-NAME/bench/calpaca_bench --benchmark_filter='BM_Q' --benchmark_min_time=0.2
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+#include "calpaca/base/threadpool.h"
+#include "calpaca/tensor/dtype.h"
+#include "calpaca/tensor/kernels.h"
+#include "calpaca/tensor/quant.h"
+#include "calpaca/tensor/quant_dot.h"
+
+using namespace calpaca;
+
+namespace {
+
+const DType kQTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
+                         DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+std::vector<float> qbench_floats(size_t n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> v(n);
+    for (auto& x : v) x = nd(rng);
+    return v;
+}
+
+std::vector<uint8_t> qbench_weights(DType t, int64_t rows, int64_t cols) {
+    const auto f = qbench_floats(static_cast<size_t>(rows * cols), 42);
+    std::vector<uint8_t> q(row_bytes(t, static_cast<uint64_t>(cols)) * static_cast<size_t>(rows));
+    quantize_row_ref(t, f.data(), q.data(), rows * cols);
+    return q;
+}
+
+ThreadPool& qbench_pool() {
+    static ThreadPool pool(default_thread_count());
+    return pool;
+}
+
+void qtype_args(benchmark::internal::Benchmark* b, std::initializer_list<int64_t> modes) {
+    for (DType t : kQTypes)
+        for (int64_t m : modes) b->Args({static_cast<int64_t>(t), m});
+}
+
+// args: weight type, fast (1) / ref (0)
+void BM_QDot(benchmark::State& st) {
+    const DType t = static_cast<DType>(st.range(0));
+    const bool fast = st.range(1) != 0;
+    const int64_t n = 4096;
+    const auto w = qbench_weights(t, 1, n);
+    const DType at = vec_dot_type(t);
+    const auto x = qbench_floats(n, 7);
+    std::vector<uint8_t> a(row_bytes(at, n));
+    quantize_act_ref(at, x.data(), a.data(), n);
+    const void* rows[1] = {a.data()};
+    for (auto _ : st) {
+        float out;
+        if (fast)
+            vec_dot_q(t, w.data(), rows, 1, n, &out);
+        else
+            out = vec_dot_q_ref(t, w.data(), a.data(), n);
+        benchmark::DoNotOptimize(out);
+    }
+    st.SetLabel(std::string(dtype_name(t)) + (fast ? " fast/" + std::string(quant_kernel_isa()) : " ref"));
+    st.counters["weights/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_QDot)->Apply([](benchmark::internal::Benchmark* b) { qtype_args(b, {0, 1}); })->ArgNames({"type", "fast"});
+
+// args: weight type, mode (0 ref, 1 fast one thread, 2 fast pool), tokens
+void BM_QMatmul(benchmark::State& st) {
+    const DType t = static_cast<DType>(st.range(0));
+    const int mode = static_cast<int>(st.range(1));
+    const int64_t ntok = st.range(2);
+    const int64_t cols = 4096, rows = mode == 0 ? 256 : 4096;  // the reference is slow: fewer rows
+    const auto w = qbench_weights(t, rows, cols);
+    MatrixView m{w.data(), t, rows, cols};
+    const auto x = qbench_floats(static_cast<size_t>(ntok * cols), 9);
+    std::vector<float> y(static_cast<size_t>(ntok * rows));
+    for (auto _ : st) {
+        if (mode == 0)
+            matmul_ref(m, x.data(), ntok, y.data());
+        else
+            matmul(m, x.data(), ntok, y.data(), mode == 2 ? &qbench_pool() : nullptr);
+        benchmark::DoNotOptimize(y.data());
+    }
+    st.SetLabel(std::string(dtype_name(t)) + (mode == 0 ? " ref" : mode == 1 ? " fast 1 thread" : " fast pool"));
+    st.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(w.size()) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+    st.counters["GOP/s"] =
+        benchmark::Counter(2.0 * static_cast<double>(rows * cols * ntok) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_QMatmul)
+    ->Apply([](benchmark::internal::Benchmark* b) {
+        for (DType t : kQTypes)
+            for (int64_t mode : {0, 1, 2})
+                for (int64_t ntok : {1, 64}) b->Args({static_cast<int64_t>(t), mode, ntok});
+    })
+    ->ArgNames({"type", "mode", "tok"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// args: activation type, fast (1) / ref (0)
+void BM_QActQuant(benchmark::State& st) {
+    const DType t = static_cast<DType>(st.range(0));
+    const bool fast = st.range(1) != 0;
+    const int64_t n = 4096;
+    const auto x = qbench_floats(n, 3);
+    std::vector<uint8_t> y(row_bytes(t, n));
+    for (auto _ : st) {
+        if (fast)
+            quantize_act(t, x.data(), y.data(), n);
+        else
+            quantize_act_ref(t, x.data(), y.data(), n);
+        benchmark::DoNotOptimize(y.data());
+    }
+    st.SetLabel(std::string(dtype_name(t)) + (fast ? " fast" : " ref"));
+    st.counters["elements/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_QActQuant)
+    ->Apply([](benchmark::internal::Benchmark* b) {
+        for (DType t : {DType::Q8_0, DType::Q8_1, DType::Q8_K})
+            for (int64_t f : {0, 1}) b->Args({static_cast<int64_t>(t), f});
+    })
+    ->ArgNames({"type", "fast"});
+
+// args: weight type
+void BM_QQuantize(benchmark::State& st) {
+    const DType t = static_cast<DType>(st.range(0));
+    const int64_t n = 16 * 4096;
+    const auto x = qbench_floats(n, 5);
+    std::vector<uint8_t> y(row_bytes(t, n));
+    for (auto _ : st) {
+        quantize_row_ref(t, x.data(), y.data(), n);
+        benchmark::DoNotOptimize(y.data());
+    }
+    st.SetLabel(dtype_name(t));
+    st.counters["elements/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_QQuantize)->Apply([](benchmark::internal::Benchmark* b) {
+    for (DType t : kQTypes) b->Arg(static_cast<int64_t>(t));
+});
+
+}  // namespace

@@ -1,0 +1,185 @@
+// Fast quantized kernels against their `_ref` twins on random data, odd sizes included:
+// activation quantizers (byte-identical), row dot products for 1..4 activation rows, and
+// the quantized matmul through kernels.h (threaded and not).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "calpaca/base/threadpool.h"
+#include "calpaca/tensor/dtype.h"
+#include "calpaca/tensor/kernels.h"
+#include "calpaca/tensor/quant.h"
+#include "calpaca/tensor/quant_dot.h"
+
+using namespace calpaca;
+
+namespace {
+
+const DType kWeightTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
+                              DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+std::vector<float> random_vec(size_t n, std::mt19937& rng, float scale = 1.0f) {
+    std::normal_distribution<float> nd(0.0f, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = nd(rng);
+    return v;
+}
+
+std::vector<uint8_t> quantized(DType t, const std::vector<float>& x) {
+    std::vector<uint8_t> q(row_bytes(t, x.size()));
+    quantize_row_ref(t, x.data(), q.data(), static_cast<int64_t>(x.size()));
+    return q;
+}
+
+// Σ |w_i a_i| over the dequantized operands: the scale of f32 rounding differences.
+double magnitude(DType wt, const void* w, DType at, const void* a, int64_t n) {
+    std::vector<float> wf(n), af(n);
+    dequantize_row(wt, w, wf.data(), n);
+    dequantize_row(at, a, af.data(), n);
+    double m = 0;
+    for (int64_t i = 0; i < n; ++i) m += std::fabs(static_cast<double>(wf[i]) * af[i]);
+    return m;
+}
+
+}  // namespace
+
+TEST(QuantKernels, IsaIsReported) {
+    const std::string isa = quant_kernel_isa();
+    EXPECT_TRUE(isa == "avx512-vnni" || isa == "avx-vnni" || isa == "avx2" || isa == "scalar") << isa;
+    std::printf("[ quant ] fast kernels: %s\n", isa.c_str());
+}
+
+TEST(QuantKernels, ActivationQuantizersAreByteIdenticalToReference) {
+    std::mt19937 rng(11);
+    for (DType act : {DType::Q8_0, DType::Q8_1, DType::Q8_K}) {
+        SCOPED_TRACE(dtype_name(act));
+        const int64_t bs = dtype_info(act).block_size;
+        for (int64_t nb : {1, 2, 3, 7}) {
+            auto x = random_vec(bs * nb, rng, 2.0f);
+            // exact ties for roundf / nearest-even, a zero block-part, equal +/- maxima
+            for (int64_t i = 0; i < bs; i += 5) x[i] = static_cast<float>(i % 9) * 0.5f - 2.0f;
+            if (nb > 1) std::fill(x.begin() + bs, x.begin() + 2 * bs, 0.0f);
+            if (nb > 2) {
+                x[2 * bs + 3] = 9.0f;
+                x[2 * bs + 1] = -9.0f;
+            }
+            std::vector<uint8_t> a(row_bytes(act, x.size())), b(a.size());
+            quantize_act_ref(act, x.data(), a.data(), static_cast<int64_t>(x.size()));
+            quantize_act(act, x.data(), b.data(), static_cast<int64_t>(x.size()));
+            ASSERT_EQ(a, b) << nb << " blocks";
+        }
+    }
+}
+
+TEST(QuantKernels, DotMatchesReferenceForOneToFourRows) {
+    std::mt19937 rng(12);
+    for (DType wt : kWeightTypes) {
+        SCOPED_TRACE(dtype_name(wt));
+        const DType at = vec_dot_type(wt);
+        const int64_t bs = dtype_info(wt).block_size;
+        for (int64_t nb : {1, 2, 3, 5, 17}) {
+            const int64_t n = bs * nb;
+            const auto wq = quantized(wt, random_vec(n, rng, 0.7f));
+            std::vector<std::vector<uint8_t>> acts;
+            for (int k = 0; k < 4; ++k) {
+                auto x = random_vec(n, rng, 1.5f);
+                std::vector<uint8_t> a(row_bytes(at, n));
+                quantize_act(at, x.data(), a.data(), n);
+                acts.push_back(std::move(a));
+            }
+            for (int nt = 1; nt <= 4; ++nt) {
+                const void* rows[4];
+                for (int k = 0; k < nt; ++k) rows[k] = acts[k].data();
+                float out[4];
+                vec_dot_q(wt, wq.data(), rows, nt, n, out);
+                for (int k = 0; k < nt; ++k) {
+                    const float ref = vec_dot_q_ref(wt, wq.data(), acts[k].data(), n);
+                    const double tol = 2e-6 * magnitude(wt, wq.data(), at, acts[k].data(), n) + 1e-6;
+                    ASSERT_NEAR(out[k], ref, tol) << "n=" << n << " nt=" << nt << " row " << k;
+                }
+            }
+        }
+    }
+}
+
+// The integer dot products equal the dequantized f64 dot product up to f32 rounding: this
+// pins the reference itself (scales, offsets and mins applied correctly).
+TEST(QuantKernels, ReferenceDotEqualsDequantizedProduct) {
+    std::mt19937 rng(13);
+    for (DType wt : kWeightTypes) {
+        SCOPED_TRACE(dtype_name(wt));
+        const DType at = vec_dot_type(wt);
+        const int64_t n = dtype_info(wt).block_size * 3;
+        const auto wq = quantized(wt, random_vec(n, rng));
+        const auto aq = quantized(at, random_vec(n, rng));
+        std::vector<float> wf(n), af(n);
+        dequantize_row(wt, wq.data(), wf.data(), n);
+        dequantize_row(at, aq.data(), af.data(), n);
+        double exact = 0;
+        for (int64_t i = 0; i < n; ++i) exact += static_cast<double>(wf[i]) * af[i];
+        // Q8_1's block sum s is stored as f16: allow for its rounding on the affine types
+        const double tol = (at == DType::Q8_1 ? 2e-3 : 2e-6) * magnitude(wt, wq.data(), at, aq.data(), n);
+        EXPECT_NEAR(vec_dot_q_ref(wt, wq.data(), aq.data(), n), exact, tol);
+    }
+}
+
+TEST(QuantKernels, MatmulMatchesReferenceOnRandomShapes) {
+    std::mt19937 rng(14);
+    ThreadPool pool(3);
+    for (DType wt : kWeightTypes) {
+        SCOPED_TRACE(dtype_name(wt));
+        const int64_t bs = dtype_info(wt).block_size;
+        const int64_t shapes[][3] = {{1, 1, 1}, {7, 3, 2}, {65, 1, 5}, {130, 2, 9}, {67, 3, 70}};  // rows, blocks, tokens
+        for (const auto& s : shapes) {
+            const int64_t rows = s[0], cols = s[1] * bs, ntok = s[2];
+            const auto wq = quantized(wt, random_vec(rows * cols, rng, 0.5f));
+            MatrixView m{wq.data(), wt, rows, cols};
+            const auto x = random_vec(ntok * cols, rng);
+            std::vector<float> ref(ntok * rows), fast(ntok * rows), fast1(ntok * rows);
+            matmul_ref(m, x.data(), ntok, ref.data());
+            matmul(m, x.data(), ntok, fast.data(), &pool);
+            matmul(m, x.data(), ntok, fast1.data(), nullptr);
+            // tolerance: f32 reordering on a sum of cols terms of magnitude ~0.5 * 1 * code scale
+            std::vector<float> wf(cols);
+            for (int64_t t = 0; t < ntok; ++t) {
+                for (int64_t r = 0; r < rows; ++r) {
+                    const size_t i = t * rows + r;
+                    dequantize_row(wt, m.row(r), wf.data(), cols);
+                    double mag = 0;
+                    for (int64_t c = 0; c < cols; ++c) mag += std::fabs(wf[c] * x[t * cols + c]);
+                    ASSERT_NEAR(fast[i], ref[i], 4e-6 * mag + 1e-6) << rows << "x" << cols << " tok " << t << " row " << r;
+                    ASSERT_EQ(fast[i], fast1[i]) << "result depends on the thread count";
+                }
+            }
+        }
+    }
+}
+
+// Quantized matmul against the f64 product of the dequantized weights with the f32
+// activations: only the 8-bit activation rounding separates them.
+TEST(QuantKernels, MatmulIsCloseToDequantizedProduct) {
+    std::mt19937 rng(15);
+    for (DType wt : kWeightTypes) {
+        SCOPED_TRACE(dtype_name(wt));
+        const int64_t rows = 33, cols = 512, ntok = 3;
+        const auto wq = quantized(wt, random_vec(rows * cols, rng));
+        MatrixView m{wq.data(), wt, rows, cols};
+        const auto x = random_vec(ntok * cols, rng);
+        std::vector<float> y(ntok * rows), wf(cols);
+        matmul(m, x.data(), ntok, y.data(), nullptr);
+        double num = 0, den = 0;
+        for (int64_t t = 0; t < ntok; ++t) {
+            for (int64_t r = 0; r < rows; ++r) {
+                dequantize_row(wt, m.row(r), wf.data(), cols);
+                double exact = 0;
+                for (int64_t c = 0; c < cols; ++c) exact += static_cast<double>(wf[c]) * x[t * cols + c];
+                num += (y[t * rows + r] - exact) * (y[t * rows + r] - exact);
+                den += exact * exact;
+            }
+        }
+        EXPECT_LT(std::sqrt(num / den), 0.01);
+    }
+}
