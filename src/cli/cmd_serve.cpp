@@ -57,6 +57,8 @@ static Command add_serve(CLI::App& root) {
     auto& so = o->so;
     app->add_option("-m,--model", o->mo.model, "model file (GGUF)")->required();
     app->add_option("--vocab", o->mo.vocab, "tokenizer.model to use instead of the GGUF's vocabulary (sizes must agree)");
+    app->add_option("--lora", o->mo.lora, "PEFT LoRA adapter directories merged into the weights at load time, in order (comma-separated)")
+        ->delimiter(',');
     app->add_option("-t,--threads", o->mo.threads, "threads for the model (default: physical cores)");
     app->add_option("-c,--ctx-size", so.sched.n_ctx, "context size of each slot in tokens (default: model's, at most 2048)");
     app->add_option("--kv-type", o->kv_type, "KV cache type: f16 (default) or f32")->check(CLI::IsMember({"f16", "f32"}));
@@ -111,8 +113,8 @@ static Command add_serve(CLI::App& root) {
                 sigaction(SIGTERM, &sa, nullptr);
                 std::signal(SIGPIPE, SIG_IGN);
 
-                auto model = o->mo.load();
                 auto pool = o->mo.pool();
+                auto model = o->mo.load(pool.get());
                 serve::HttpServer server(*model, so, pool.get());
                 server.bind();
                 const auto& sch = server.scheduler();

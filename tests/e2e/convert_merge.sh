@@ -87,6 +87,27 @@ expect_ok "convert base f16" "$CALPACA" convert "$M/base-st-f16" --no-hash -o "$
 "$CALPACA" generate -m "$W/base.gguf" --lora "$M/lora-plus,$M/lora-alpaca" -p "Hello world" -n 12 --temp 0 >"$W/gen-lora.txt" 2>"$W/gen-lora.err"
 if [ -s "$W/gen-merged.txt" ] && cmp -s "$W/gen-merged.txt" "$W/gen-lora.txt"; then ok; else bad "--lora output differs from the merged model: $(cat "$W/gen-lora.err" | tail -2)"; fi
 
+# --- --lora on serve: the same completion as a server on the merged file
+source "$SRC/tests/serve/server.sh"
+trap stop_all_servers EXIT
+complete() {  # complete PORT -> text of a greedy 12-token completion of "Hello world"
+    python3 - "$1" <<'PY'
+import json, sys, urllib.request
+body = json.dumps({"prompt": "Hello world", "max_tokens": 12, "temperature": 0}).encode()
+req = urllib.request.Request("http://127.0.0.1:%s/v1/completions" % sys.argv[1], body, {"Content-Type": "application/json"})
+print(json.load(urllib.request.urlopen(req, timeout=60))["choices"][0]["text"])
+PY
+}
+if start_server merged -m "$W/pa.gguf" -t 1 -P 1 -q && start_server withlora -m "$W/base.gguf" --lora "$M/lora-plus,$M/lora-alpaca" -t 1 -P 1 -q; then
+    complete "$merged_PORT" >"$W/serve-merged.txt" 2>&1
+    complete "$withlora_PORT" >"$W/serve-lora.txt" 2>&1
+    if [ -s "$W/serve-merged.txt" ] && cmp -s "$W/serve-merged.txt" "$W/serve-lora.txt"; then ok; else bad "serve --lora differs from the merged model: $(cat "$W/serve-merged.txt" "$W/serve-lora.txt" | tail -4)"; fi
+else
+    bad "serve --lora: a server did not start"
+fi
+stop_server merged
+stop_server withlora
+
 # --- integrity
 (cd "$M" && sha256sum lora-plus/adapter_model.bin lora-plus/tokenizer.model) >"$W/SUMS"
 expect_ok "sha256 --check" "$CALPACA" sha256 --check "$W/SUMS" "$M/lora-plus/adapter_model.bin" "$M/lora-plus/tokenizer.model"
