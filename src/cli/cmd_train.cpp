@@ -1,10 +1,12 @@
 // calpaca train pt|sft — LoRA pre-training / instruction fine-tuning on a GGUF base, writing a
-// PEFT adapter; calpaca train plot — the loss curves of a training log as a PNG.
+// PEFT adapter (data-parallel under `mpirun -np K`, see train/distributed.h); calpaca train plot —
+// the loss curves of a training log as a PNG.
 #include <cstdio>
 #include <filesystem>
 
 #include "calpaca/base/error.h"
 #include "calpaca/generate/chat_template.h"
+#include "calpaca/train/distributed.h"
 #include "calpaca/train/plot.h"
 #include "calpaca/train/trainer.h"
 #include "common.h"
@@ -28,7 +30,7 @@ struct TrainCli {
 };
 
 void add_train_options(CLI::App* app, TrainCli& o, bool pt) {
-    app->add_option("-m,--model", o.model, "base model (GGUF, F32/F16/BF16)")->required();
+    app->add_option("-m,--model", o.model, "base model (GGUF: F32/F16/BF16, or quantized e.g. Q8_0/Q4_0, QLoRA-style)")->required();
     app->add_option("--vocab", o.vocab, "tokenizer.model to use instead of the one in the GGUF");
     app->add_option("--data", o.data, pt ? "text files (one example per line)" : "Alpaca JSON files (list or JSON lines)")
         ->required();
@@ -68,12 +70,13 @@ void add_train_options(CLI::App* app, TrainCli& o, bool pt) {
     app->add_flag("--resume", o.resume, "continue from the newest checkpoint in the output directory");
     app->add_flag("--no-recompute", o.no_recompute, "keep all activations instead of recomputing them (more memory)");
     app->add_flag("--no-cache", o.no_cache, "do not read or write the tokenized-data cache");
-    app->add_option("-t,--threads", o.threads, "threads (default: physical cores)");
+    app->add_option("-t,--threads", o.threads, "threads (default: physical cores / MPI processes on this machine)");
     app->add_flag("-q,--quiet", o.quiet, "no progress or log lines");
 }
 
-int run_train(const TrainCli& o, bool pt) {
+int train_on(const TrainCli& o, bool pt, Distributed& dist) {
     if (o.threads < 0) fail("--threads must be positive, got {}", o.threads);
+    const bool root = dist.is_root();
     auto model = Model::load(o.model, o.vocab);
     const BaseWeights base = BaseWeights::from_model(*model);
     LoraSettings ls;
@@ -99,9 +102,14 @@ int run_train(const TrainCli& o, bool pt) {
     d.use_cache = !o.no_cache;
     if (pt && o.block_size > model->config().n_ctx_train)
         fail("--block-size {} exceeds the model's context length {}", o.block_size, model->config().n_ctx_train);
-    const auto data = load_dataset(o.data, model->tokenizer(), d, !o.quiet);
-    std::vector<Example> eval;
-    if (!o.eval_data.empty()) eval = load_dataset(o.eval_data, model->tokenizer(), d, !o.quiet);
+    // Under MPI rank 0 tokenizes first (and writes the data cache); the others then read the cache.
+    std::vector<Example> data, eval;
+    for (int pass = 0; pass < 2; ++pass) {
+        if (pass == 1) dist.barrier();
+        if (root != (pass == 0)) continue;
+        data = load_dataset(o.data, model->tokenizer(), d, !o.quiet && root);
+        if (!o.eval_data.empty()) eval = load_dataset(o.eval_data, model->tokenizer(), d, !o.quiet && root);
+    }
     uint64_t data_fp = 0;
     for (const Example& e : data) {
         data_fp = hash_bytes(e.ids.data(), e.ids.size() * 4, data_fp);
@@ -129,12 +137,29 @@ int run_train(const TrainCli& o, bool pt) {
     t.resume = o.resume;
     t.recompute = !o.no_recompute;
     t.verbose = !o.quiet;
-    ThreadPool pool(o.threads > 0 ? o.threads : default_thread_count());
-    const TrainResult r = train(base, *params, data, eval, t, &pool, data_fp);
-    std::printf("steps %lld, final loss %.6f%s, %.1f tokens/s\n", (long long)r.steps, r.final_loss,
-                r.eval_loss >= 0 ? fmt::format(", eval loss {:.6f} (perplexity {:.3f})", r.eval_loss, std::exp(r.eval_loss)).c_str() : "",
-                r.tokens_per_second);
+    // processes started on the same machine share its cores
+    ThreadPool pool(o.threads > 0 ? o.threads : std::max(1, default_thread_count() / dist.local_size()));
+    const TrainResult r = train(base, *params, data, eval, t, &pool, data_fp, &dist);
+    if (root)
+        std::printf("steps %lld, final loss %.6f%s, %.1f tokens/s\n", (long long)r.steps, r.final_loss,
+                    r.eval_loss >= 0 ? fmt::format(", eval loss {:.6f} (perplexity {:.3f})", r.eval_loss,
+                                                   std::exp(r.eval_loss)).c_str()
+                                     : "",
+                    r.tokens_per_second);
     return 0;
+}
+
+int run_train(const TrainCli& o, bool pt) {
+    const auto dist = distributed_from_environment();
+    try {
+        return train_on(o, pt, *dist);
+    } catch (const std::exception& e) {
+        if (dist->size() == 1) throw;
+        // the other processes may wait in a collective operation for this one: end them all
+        std::fprintf(stderr, "calpaca: error: %s (MPI rank %d)\n", e.what(), dist->rank());
+        dist->abort(1);
+    }
+    return 1;  // not reached: abort() ends the process
 }
 
 struct EvalCli {
@@ -207,6 +232,7 @@ Command add_train(CLI::App& root) {
         "  calpaca train pt -m base.gguf --data corpus.txt -o out/pt --block-size 512 --steps 1000\n"
         "  calpaca train sft -m base.gguf --data alpaca.json --eval-data dev.json -o out/sft --template alpaca-2\n"
         "  calpaca train sft -m base.gguf --data alpaca.json -o out/sft --resume\n"
+        "  mpirun -np 4 calpaca train pt -m base.gguf --data corpus.txt -o out/pt --batch-size 2 --grad-accum 4\n"
         "  calpaca train plot out/sft/train_log.csv -o loss.png\n"
         "  calpaca train eval -m base.gguf --lora out/pt --data heldout.txt --block-size 512\n"
         "  calpaca merge-lora -m base.gguf --lora out/sft -o merged.gguf";

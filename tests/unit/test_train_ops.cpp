@@ -7,6 +7,7 @@
 
 #include "calpaca/base/error.h"
 #include "calpaca/base/threadpool.h"
+#include "calpaca/tensor/quant.h"
 #include "calpaca/train/lora.h"
 #include "calpaca/train/ops.h"
 #include "calpaca/train/optimizer.h"
@@ -31,8 +32,10 @@ std::vector<uint16_t> to_half(const std::vector<float>& v, DType t) {
 
 TEST(TrainKernels, MatmulTnMatchesReference) {
     ThreadPool pool(3);
-    for (DType t : {DType::F32, DType::F16, DType::BF16}) {
-        const int64_t rows = 37, cols = 301, T = 21;
+    // rows 131: several 64-row chunks; cols 301 = 256 + 2*16 + 8 + 5: every tile width and a remainder
+    int round = 0;
+    for (DType t : {DType::F32, DType::F16, DType::BF16, DType::F32, DType::BF16}) {
+        const int64_t rows = round++ < 3 ? 37 : 131, cols = 301, T = 21;
         auto w = randv(rows * cols, 1);
         auto h = to_half(w, t);
         MatrixView m{t == DType::F32 ? static_cast<const void*>(w.data()) : h.data(), t, rows, cols};
@@ -48,17 +51,65 @@ TEST(TrainKernels, MatmulTnMatchesReference) {
     }
 }
 
+// Frozen quantized bases: the forward (matmul_frozen) and the input gradient (matmul_tn) of a
+// quantized matrix against their _ref twins, which dequantize whole rows and sum in double; odd row
+// and token counts, a partial 256-column block for the 32-element block types.
+TEST(TrainKernels, QuantizedFrozenMatmulsMatchReference) {
+    ThreadPool pool(3);
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q6_K}) {
+        const int64_t rows = 37, cols = t == DType::Q6_K ? 512 : 288, T = 21;
+        auto w = randv(rows * cols, 5);
+        std::vector<uint8_t> q(row_bytes(t, static_cast<uint64_t>(cols)) * rows);
+        for (int64_t r = 0; r < rows; ++r)
+            quantize_row_ref(t, w.data() + r * cols, q.data() + r * row_bytes(t, static_cast<uint64_t>(cols)), cols);
+        const MatrixView m{q.data(), t, rows, cols};
+        // the same matrix dequantized: the f32 model the quantized base stands for
+        std::vector<float> deq(rows * cols);
+        to_f32(t, q.data(), deq.data(), deq.size());
+        const MatrixView md{deq.data(), DType::F32, rows, cols};
+        auto x = randv(T * cols, 6), dy = randv(T * rows, 7);
+        std::vector<float> ya(T * rows), yb(T * rows), yc(T * rows), yd(T * rows);
+        matmul_frozen_ref(m, x.data(), T, ya.data());
+        matmul_frozen(m, x.data(), T, yb.data(), &pool);
+        matmul_frozen(m, x.data(), T, yc.data(), nullptr);
+        matmul_ref(md, x.data(), T, yd.data());
+        for (size_t i = 0; i < ya.size(); ++i) {
+            ASSERT_NEAR(ya[i], yb[i], 1e-4f * (1.0f + std::abs(ya[i]))) << dtype_name(t) << " y " << i;
+            ASSERT_EQ(yb[i], yc[i]) << "thread count changed the result";
+            ASSERT_NEAR(ya[i], yd[i], 1e-5f * (1.0f + std::abs(ya[i]))) << "not the dequantized f32 product";
+        }
+        std::vector<float> a(T * cols, 0.5f), b(T * cols, 0.5f), c(T * cols, 0.5f), d(T * cols, 0.5f);
+        matmul_tn_ref(m, dy.data(), T, a.data());
+        matmul_tn(m, dy.data(), T, b.data(), &pool);
+        matmul_tn(m, dy.data(), T, c.data(), nullptr);
+        matmul_tn_ref(md, dy.data(), T, d.data());
+        for (size_t i = 0; i < a.size(); ++i) {
+            ASSERT_NEAR(a[i], b[i], 1e-4f * (1.0f + std::abs(a[i]))) << dtype_name(t) << " dx " << i;
+            ASSERT_EQ(b[i], c[i]) << "thread count changed the result";
+            ASSERT_NEAR(a[i], d[i], 1e-5f * (1.0f + std::abs(a[i]))) << "not the dequantized f32 transpose";
+        }
+    }
+    // a row length the blocks do not divide is an error naming the operation
+    std::vector<uint8_t> q(64);
+    const MatrixView bad{q.data(), DType::Q8_0, 1, 40};
+    std::vector<float> x(40), y(1);
+    EXPECT_THROW(matmul_frozen(bad, x.data(), 1, y.data(), nullptr), Error);
+    EXPECT_THROW(matmul_tn(bad, y.data(), 1, x.data(), nullptr), Error);
+}
+
 TEST(TrainKernels, OuterAccMatchesReference) {
     ThreadPool pool(2);
-    const int64_t rows = 29, cols = 67, T = 7;
-    auto dy = randv(T * rows, 3), x = randv(T * cols, 4);
-    std::vector<float> a(rows * cols, 1.0f), b(rows * cols, 1.0f), c(rows * cols, 1.0f);
-    outer_acc_ref(dy.data(), rows, x.data(), cols, T, 0.25f, a.data());
-    outer_acc(dy.data(), rows, x.data(), cols, T, 0.25f, b.data(), &pool);
-    outer_acc(dy.data(), rows, x.data(), cols, T, 0.25f, c.data(), nullptr);
-    for (size_t i = 0; i < a.size(); ++i) {
-        ASSERT_NEAR(a[i], b[i], 1e-5f * (1.0f + std::abs(a[i])));
-        ASSERT_EQ(b[i], c[i]);
+    for (const int64_t cols : {67, 91, 8}) {  // 4*16 + 3; 5*16 + 8 + 3; a LoRA rank
+        const int64_t rows = 29, T = 7;
+        auto dy = randv(T * rows, 3), x = randv(T * cols, 4);
+        std::vector<float> a(rows * cols, 1.0f), b(rows * cols, 1.0f), c(rows * cols, 1.0f);
+        outer_acc_ref(dy.data(), rows, x.data(), cols, T, 0.25f, a.data());
+        outer_acc(dy.data(), rows, x.data(), cols, T, 0.25f, b.data(), &pool);
+        outer_acc(dy.data(), rows, x.data(), cols, T, 0.25f, c.data(), nullptr);
+        for (size_t i = 0; i < a.size(); ++i) {
+            ASSERT_NEAR(a[i], b[i], 1e-5f * (1.0f + std::abs(a[i]))) << cols;
+            ASSERT_EQ(b[i], c[i]);
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 #include "calpaca/base/error.h"
 #include "calpaca/base/threadpool.h"
+#include "calpaca/tensor/quant.h"
 #include "calpaca/train/train_kernels.h"
 
 namespace calpaca {
@@ -17,6 +18,21 @@ BaseWeights BaseWeights::from_model(const Model& m) {
     b.output = m.output;
     b.output_norm = m.output_norm;
     b.layers = m.layers;
+    auto check = [](const MatrixView& w, const std::string& name) {
+        const bool dense = w.type == DType::F32 || w.type == DType::F16 || w.type == DType::BF16;
+        if (!dense && !is_weight_quant(w.type))
+            fail("{}: base weights of type {} cannot be trained on (expected F32, F16, BF16 or a quantized "
+                 "block type such as Q8_0 / Q4_0)", name, dtype_name(w.type));
+        if (!dense && w.cols % static_cast<int64_t>(dtype_info(w.type).block_size) != 0)
+            fail("{}: a {} matrix needs a row length that is a multiple of {}, got {}", name, dtype_name(w.type),
+                 dtype_info(w.type).block_size, w.cols);
+    };
+    check(b.tok_embd, "token_embd.weight");
+    check(b.output, "output.weight");
+    for (size_t l = 0; l < b.layers.size(); ++l)
+        for (int t = 0; t < kNumLoraTargets; ++t)
+            check(b.matrix(static_cast<int64_t>(l), static_cast<LoraTarget>(t)),
+                  fmt::format("layer {} {}", l, lora_target_name(static_cast<LoraTarget>(t))));
     return b;
 }
 
@@ -73,7 +89,7 @@ uint64_t dropout_stream(const DropoutKey& k, int64_t layer, LoraTarget t) {
 void LlamaTrainModel::linear_fwd(int64_t l, LoraTarget t, const float* x, int64_t T, float* y, std::vector<float>& a,
                                  std::vector<float>& xd, const DropoutKey* key) {
     const MatrixView& W = base_.matrix(l, t);
-    matmul(W, x, T, y, pool_);
+    matmul_frozen(W, x, T, y, pool_);
     const LoraModule* m = params_.lora(l, t);
     if (!m) return;
     const int64_t r = params_.settings().r;
@@ -225,7 +241,7 @@ double LlamaTrainModel::head_and_loss(const float* x_last, const Example& ex, in
         bool any = false;
         for (int64_t t = t0; t < t0 + n; ++t) any |= tgt[t] != kIgnoreIndex;
         if (!any) continue;
-        matmul(hv, xf.data() + t0 * E, n, logits.data(), pool_);
+        matmul_frozen(hv, xf.data() + t0 * E, n, logits.data(), pool_);
         if (!backward) {
             loss += cross_entropy_fwd(logits.data(), tgt.data() + t0, n, V);
             continue;

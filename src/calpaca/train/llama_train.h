@@ -19,7 +19,11 @@ namespace calpaca {
 
 class ThreadPool;
 
-// The frozen base: views of F32/F16/BF16 matrices (into a mapped GGUF, or into `owned`).
+// The frozen base: views of F32/F16/BF16 or quantized (Q8_0, Q4_0, ...: QLoRA-style) matrices, into
+// a mapped GGUF or into `owned`. Quantized matrices stay quantized in memory; the forward and the
+// backward dequantize blocks of them on the fly (train_kernels.h: matmul_frozen, matmul_tn), so
+// they compute exactly the f32 model whose weights are the dequantized values. A trained
+// token_embd / output (modules_to_save) is an f32 copy in TrainableParams whatever its base type.
 struct BaseWeights {
     LlamaConfig cfg;
     MatrixView tok_embd, output;

@@ -12,8 +12,17 @@ namespace calpaca {
 
 class ThreadPool;
 
+// y[t][r] = sum_c W[r][c] * x[t][c] for a frozen base weight (F32/F16/BF16 or a quantized block
+// type such as Q8_0 / Q4_0) with f32 activations. Dense types go to matmul(); a quantized W is
+// dequantized on the fly, a block of rows at a time into a small per-thread f32 scratch, and
+// multiplied in f32 — the activations are NOT quantized (QLoRA semantics), so the result is the
+// f32 product with the dequantized weights, of which matmul_tn below is the exact transpose.
+void matmul_frozen_ref(const MatrixView& w, const float* x, int64_t n_tok, float* y);
+void matmul_frozen(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool);
+
 // dx[t][c] += sum_r W[r][c] * dy[t][r]: the input gradient of y = W x for a frozen or trainable
-// weight W [rows][cols] (F32/F16/BF16). dy is [n_tok][rows], dx is [n_tok][cols] (accumulated).
+// weight W [rows][cols] (F32/F16/BF16, or a quantized block type whose blocks are dequantized on
+// the fly per thread and column block). dy is [n_tok][rows], dx is [n_tok][cols] (accumulated).
 void matmul_tn_ref(const MatrixView& w, const float* dy, int64_t n_tok, float* dx);
 void matmul_tn(const MatrixView& w, const float* dy, int64_t n_tok, float* dx, ThreadPool* pool);
 

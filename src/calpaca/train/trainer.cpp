@@ -11,6 +11,7 @@
 #include "calpaca/base/fileio.h"
 #include "calpaca/base/progress.h"
 #include "calpaca/train/checkpoint.h"
+#include "calpaca/train/distributed.h"
 
 namespace calpaca {
 
@@ -25,16 +26,18 @@ std::vector<size_t> epoch_order(uint64_t seed, uint64_t epoch, size_t n) {
     return v;
 }
 
-double evaluate(LlamaTrainModel& model, const std::vector<Example>& data) {
-    double sum = 0;
-    int64_t n = 0;
-    for (const Example& e : data) {
-        const int64_t v = e.n_valid_targets();
-        if (v == 0) continue;
-        sum += model.loss(e);
-        n += v;
+double evaluate(LlamaTrainModel& model, const std::vector<Example>& data, Distributed* dist) {
+    SingleProcess single;
+    Distributed& d = dist ? *dist : single;
+    double acc[2] = {0, 0};  // loss sum, valid labels
+    for (size_t i = 0; i < data.size(); ++i) {
+        const int64_t v = data[i].n_valid_targets();
+        if (v == 0 || !d.owns(i)) continue;
+        acc[0] += model.loss(data[i]);
+        acc[1] += static_cast<double>(v);
     }
-    return n ? sum / static_cast<double>(n) : 0.0;
+    if (d.size() > 1) d.allreduce_sum(acc, 2);
+    return acc[1] > 0 ? acc[0] / acc[1] : 0.0;
 }
 
 namespace {
@@ -72,11 +75,31 @@ uint64_t run_fingerprint(const BaseWeights& base, const TrainableParams& p, cons
     return hash_bytes(key.data(), key.size(), data_fp);
 }
 
+// Every rank continues from rank 0's parameters, optimizer state and step (its checkpoint on --resume).
+void sync_from_root(Distributed& d, TrainableParams& p, AdamW& adam, int64_t& step) {
+    int64_t s[2] = {step, adam.steps()};
+    d.broadcast(s, sizeof s, 0);
+    step = s[0];
+    adam.set_steps(s[1]);
+    for (size_t k = 0; k < p.params().size(); ++k)
+        for (std::vector<float>* v : {&p.params()[k]->w, &adam.m()[k], &adam.v()[k]})
+            d.broadcast(v->data(), v->size() * sizeof(float), 0);
+}
+
+uint64_t weights_hash(const TrainableParams& p) {
+    uint64_t h = 0;
+    for (const auto& q : p.params()) h = hash_bytes(q->w.data(), q->w.size() * sizeof(float), h);
+    return h;
+}
+
 }  // namespace
 
 TrainResult train(const BaseWeights& base, TrainableParams& params, const std::vector<Example>& data,
                   const std::vector<Example>& eval_data, const TrainOptions& o, ThreadPool* pool,
-                  uint64_t data_fingerprint) {
+                  uint64_t data_fingerprint, Distributed* dist) {
+    SingleProcess single;
+    Distributed& d = dist ? *dist : single;
+    const bool root = d.is_root(), verbose = o.verbose && root;
     if (data.empty()) fail("no training examples");
     if (o.batch_size <= 0) fail("--batch-size must be positive, got {}", o.batch_size);
     if (o.grad_accum <= 0) fail("--grad-accum must be positive, got {}", o.grad_accum);
@@ -89,14 +112,15 @@ TrainResult train(const BaseWeights& base, TrainableParams& params, const std::v
                                                                 static_cast<double>(per_step)));
     const int64_t warmup = o.warmup_steps >= 0 ? o.warmup_steps
                                                : static_cast<int64_t>(std::ceil(static_cast<double>(total) * o.warmup_ratio));
-    std::filesystem::create_directories(o.output_dir);
+    if (root) std::filesystem::create_directories(o.output_dir);
     LlamaTrainModel model(base, params, pool, o.recompute);
     AdamW adam(params.params(), o.adam);
     const uint64_t fp = run_fingerprint(base, params, o, total, data_fingerprint);
     const std::string log_path = o.output_dir + "/train_log.csv";
+    if (d.size() > 1) check_same_on_all_ranks(d, fp, "the data, base model or hyper-parameters");
 
     int64_t start = 0;
-    if (o.resume) {
+    if (o.resume && root) {
         const std::string ck = latest_checkpoint(o.output_dir);
         if (ck.empty()) fail("--resume: no checkpoint under {}/checkpoints", o.output_dir);
         const CheckpointInfo info = load_checkpoint(ck, params, adam);
@@ -105,19 +129,27 @@ TrainResult train(const BaseWeights& base, TrainableParams& params, const std::v
                  "{:016x})",
                  ck, info.fingerprint, fp);
         start = info.step;
-        if (o.verbose) std::fprintf(stderr, "train: resuming from %s (step %lld)\n", ck.c_str(), (long long)start);
+        if (verbose) std::fprintf(stderr, "train: resuming from %s (step %lld)\n", ck.c_str(), (long long)start);
     }
-    truncate_log(log_path, start);
-    std::FILE* log = std::fopen(log_path.c_str(), "a");
-    if (!log) fail("cannot open {} for appending", log_path);
+    if (d.size() > 1) sync_from_root(d, params, adam, start);
+    std::FILE* log = nullptr;
+    if (root) {
+        truncate_log(log_path, start);
+        log = std::fopen(log_path.c_str(), "a");
+        if (!log) fail("cannot open {} for appending", log_path);
+    }
 
-    if (o.verbose)
+    if (verbose)
         std::fprintf(stderr,
                      "train: %zu examples, %lld steps of %lld x %lld sequences, %lld warm-up steps, %lld trainable "
-                     "parameters\n",
+                     "parameters%s\n",
                      data.size(), (long long)total, (long long)o.grad_accum, (long long)o.batch_size, (long long)warmup,
-                     (long long)params.n_trainable());
-    Progress prog("train", static_cast<uint64_t>(total - start), o.verbose);
+                     (long long)params.n_trainable(),
+                     d.size() > 1 ? fmt::format(", {} MPI processes", d.size()).c_str() : "");
+    if (verbose && per_step < static_cast<uint64_t>(d.size()))
+        std::fprintf(stderr, "train: warning: %llu sequences per step for %d processes: some have nothing to do\n",
+                     (unsigned long long)per_step, d.size());
+    Progress prog("train", static_cast<uint64_t>(total - start), verbose);
     const auto t0 = std::chrono::steady_clock::now();
     uint64_t cur_epoch = UINT64_MAX;
     std::vector<size_t> order;
@@ -144,12 +176,17 @@ TrainResult train(const BaseWeights& base, TrainableParams& params, const std::v
             const float scale = 1.0f / static_cast<float>(n_valid * o.grad_accum);
             double sum = 0;
             for (size_t k = 0; k < mb.size(); ++k) {
-                const DropoutKey key{o.seed, static_cast<uint64_t>(step),
-                                     static_cast<uint64_t>(micro * o.batch_size) + k};
-                sum += model.forward_backward(*mb[k], scale, key, true);
                 step_tokens += static_cast<int64_t>(mb[k]->ids.size());
+                const uint64_t slot = static_cast<uint64_t>(micro * o.batch_size) + k;  // in the step's global batch
+                if (!d.owns(slot)) continue;
+                const DropoutKey key{o.seed, static_cast<uint64_t>(step), slot};
+                sum += model.forward_backward(*mb[k], scale, key, true);
             }
             loss += sum / static_cast<double>(n_valid) / static_cast<double>(o.grad_accum);
+        }
+        if (d.size() > 1) {  // the sums over all ranks' sequences: the single-process gradient and loss
+            for (auto& q : params.params()) d.allreduce_sum(q->g.data(), q->g.size());
+            d.allreduce_sum(&loss, 1);
         }
         const double norm = clip_grad_norm(params.params(), o.max_grad_norm);
         const double lr = lr_at(step, total, warmup, o.schedule, o.lr);
@@ -162,30 +199,37 @@ TrainResult train(const BaseWeights& base, TrainableParams& params, const std::v
         std::string eval_cols = ",";
         const bool last = step + 1 == total;
         if (!eval_data.empty() && ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || last)) {
-            const double el = evaluate(model, eval_data);
+            const double el = evaluate(model, eval_data, &d);
             res.eval_loss = el;
             eval_cols = fmt::format("{:.6f},{:.4f}", el, std::exp(el));
-            if (o.verbose)
+            if (verbose)
                 std::fprintf(stderr, "%strain: step %lld eval loss %.4f perplexity %.3f\n",
                              Progress::stderr_is_terminal() ? "\n" : "", (long long)(step + 1), el, std::exp(el));
         }
         const double epoch_f = static_cast<double>((step + 1) * static_cast<int64_t>(per_step)) / static_cast<double>(data.size());
-        std::fprintf(log, "%lld,%.4f,%.6f,%.6g,%.6f,%lld,%.1f,%.2f,%s\n", (long long)(step + 1), epoch_f, loss, lr, norm,
-                     (long long)step_tokens, tps, elapsed, eval_cols.c_str());
-        std::fflush(log);
-        if (o.verbose && !Progress::stderr_is_terminal() && o.log_every > 0 &&
+        if (log) {
+            std::fprintf(log, "%lld,%.4f,%.6f,%.6g,%.6f,%lld,%.1f,%.2f,%s\n", (long long)(step + 1), epoch_f, loss, lr,
+                         norm, (long long)step_tokens, tps, elapsed, eval_cols.c_str());
+            std::fflush(log);
+        }
+        if (verbose && !Progress::stderr_is_terminal() && o.log_every > 0 &&
             ((step + 1) % o.log_every == 0 || step == start || last))
             std::fprintf(stderr, "train: step %lld/%lld loss %.4f lr %.3g grad_norm %.3f %.0f tok/s\n",
                          (long long)(step + 1), (long long)total, loss, lr, norm, tps);
         prog.update(static_cast<uint64_t>(step + 1 - start), fmt::format("loss {:.4f} lr {:.2g} {:.0f} tok/s", loss, lr, tps));
-        if (o.save_every > 0 && (step + 1) % o.save_every == 0 && !last)
-            save_checkpoint(o.output_dir, params, adam, CheckpointInfo{step + 1, fp}, o.base_name, o.keep_checkpoints);
+        if (o.save_every > 0 && (step + 1) % o.save_every == 0 && !last) {
+            if (d.size() > 1) check_same_on_all_ranks(d, weights_hash(params), "the weights");
+            if (root)
+                save_checkpoint(o.output_dir, params, adam, CheckpointInfo{step + 1, fp}, o.base_name,
+                                o.keep_checkpoints);
+        }
         res.steps = step + 1;
     }
     prog.finish();
-    std::fclose(log);
-    params.save_peft(o.output_dir, o.base_name);
-    if (o.verbose) std::fprintf(stderr, "train: adapter written to %s\n", o.output_dir.c_str());
+    if (log) std::fclose(log);
+    if (d.size() > 1) check_same_on_all_ranks(d, weights_hash(params), "the trained weights");
+    if (root) params.save_peft(o.output_dir, o.base_name);
+    if (verbose) std::fprintf(stderr, "train: adapter written to %s\n", o.output_dir.c_str());
     return res;
 }
 

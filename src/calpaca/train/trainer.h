@@ -5,6 +5,12 @@
 // masks are pure functions of (seed, step, position), and every kernel's result is independent
 // of the thread count, so a run is reproducible bit for bit, and a resumed run continues
 // exactly as the uninterrupted one would have.
+//
+// Data parallel (`mpirun -np K`, see distributed.h): the sequences of each step are dealt out
+// round-robin over the ranks, their gradients and losses summed with an all-reduce before
+// clipping and AdamW, so every rank holds the same weights and the result equals one process
+// with the same global batch up to the float summation order; rank 0 alone prints, writes the
+// log, checkpoints and the adapter, and on --resume reads the checkpoint and broadcasts it.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -16,6 +22,7 @@
 
 namespace calpaca {
 
+class Distributed;
 class ThreadPool;
 
 struct TrainOptions {
@@ -48,13 +55,15 @@ struct TrainResult {
     double tokens_per_second = 0;
 };
 
-// Trains `params` in place; writes the adapter to opt.output_dir at the end.
+// Trains `params` in place; writes the adapter to opt.output_dir at the end. `dist`: the
+// processes of a data-parallel run (nullptr: this process alone).
 TrainResult train(const BaseWeights& base, TrainableParams& params, const std::vector<Example>& data,
                   const std::vector<Example>& eval_data, const TrainOptions& opt, ThreadPool* pool,
-                  uint64_t data_fingerprint);
+                  uint64_t data_fingerprint, Distributed* dist = nullptr);
 
-// Mean token loss of a data set (no dropout).
-double evaluate(LlamaTrainModel& model, const std::vector<Example>& data);
+// Mean token loss of a data set (no dropout); with `dist`, the examples are shared out over the
+// ranks and every rank returns the total.
+double evaluate(LlamaTrainModel& model, const std::vector<Example>& data, Distributed* dist = nullptr);
 
 // The order of the n examples in epoch `epoch` (a seeded Fisher-Yates shuffle).
 std::vector<size_t> epoch_order(uint64_t seed, uint64_t epoch, size_t n);
