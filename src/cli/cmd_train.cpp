@@ -233,9 +233,10 @@ Command add_train(CLI::App& root) {
         "  calpaca train sft -m base.gguf --data alpaca.json --eval-data dev.json -o out/sft --template alpaca-2\n"
         "  calpaca train sft -m base.gguf --data alpaca.json -o out/sft --resume\n"
         "  mpirun -np 4 calpaca train pt -m base.gguf --data corpus.txt -o out/pt --batch-size 2 --grad-accum 4\n"
+        "  calpaca train sft -m base-q4_0.gguf --data alpaca.json -o out/sft-q      # frozen Q4_0 base (QLoRA-style)\n"
         "  calpaca train plot out/sft/train_log.csv -o loss.png\n"
         "  calpaca train eval -m base.gguf --lora out/pt --data heldout.txt --block-size 512\n"
-        "  calpaca merge-lora -m base.gguf --lora out/sft -o merged.gguf";
+        "  calpaca merge-lora --base base.gguf --lora out/sft -o merged.gguf";
     app->footer(examples);
     pt->footer(examples);
     sft->footer(examples);
