@@ -1,5 +1,5 @@
 // Kernel micro-benchmarks (Google Benchmark): dense matmul (F32/F16/BF16 weights) reference vs
-// fast at decode (1 token) and prompt-processing (64 tokens) shapes, and attention over one
+// fast at decode (1 token), batched-decode (8 tokens) and prompt-processing (64 tokens) shapes, and attention over one
 // head of the KV cache. Counters: GFLOPS (2 x rows x cols x tokens per call) and weight GB/s
 // (weight bytes streamed per call; the decode figure to set against the memory bandwidth).
 //
@@ -78,6 +78,8 @@ void matmul_args(benchmark::internal::Benchmark* b) {
         for (int mode : {kRef, kFast1, kFastAll}) b->Args({ti, mode, 11008, 4096, 1});
         // prompt processing: 64 tokens through a 4096 x 4096 matrix
         for (int mode : {kRef, kFast1, kFastAll}) b->Args({ti, mode, 4096, 4096, 64});
+        // batched decode (8 server streams) through the 3-row × 4-token tiles
+        for (int mode : {kFast1, kFastAll}) b->Args({ti, mode, 4096, 4096, 8});
     }
 }
 BENCHMARK(BM_Matmul)->Apply(matmul_args)->ArgNames({"type", "mode", "rows", "cols", "tok"})->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -3,17 +3,21 @@
 //   BM_QMatmul     matmul through kernels.h: decode (1 token) and prompt processing (64
 //                  tokens), reference / fast on one thread / fast on the pool; counters:
 //                  weight GB/s (bytes of weights streamed per call) and GOP/s (2·rows·cols·tokens)
+//   BM_QGemmTile  gemm_q_tile (register-blocked rows × tokens) vs gemm_q_tile_ref on 8 and 64
+//                  tokens of prepared activations, one thread, 512 × 4096 weights; GOP/s
 //   BM_QActQuant   activation quantization Q8_0 / Q8_1 / Q8_K (fast vs ref), elements/s
 //   BM_QQuantize   the reference weight quantizers (the `calpaca quantize` inner loop), elements/s
 //
 //   build-NAME/bench/calpaca_bench --benchmark_filter='BM_Q' --benchmark_min_time=0.2
 #include <benchmark/benchmark.h>
 
+#include <cstring>
 #include <random>
 #include <vector>
 
 #include "calpaca/base/threadpool.h"
 #include "calpaca/tensor/dtype.h"
+#include "calpaca/tensor/gemm.h"
 #include "calpaca/tensor/kernels.h"
 #include "calpaca/tensor/quant.h"
 #include "calpaca/tensor/quant_dot.h"
@@ -100,11 +104,59 @@ BENCHMARK(BM_QMatmul)
     ->Apply([](benchmark::internal::Benchmark* b) {
         for (DType t : kQTypes)
             for (int64_t mode : {0, 1, 2})
-                for (int64_t ntok : {1, 64}) b->Args({static_cast<int64_t>(t), mode, ntok});
+                for (int64_t ntok : {1, 8, 64}) b->Args({static_cast<int64_t>(t), mode, ntok});
     })
     ->ArgNames({"type", "mode", "tok"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+
+// args: weight type, fast (1) / ref (0), tokens
+void BM_QGemmTile(benchmark::State& st) {
+    const DType t = static_cast<DType>(st.range(0));
+    const bool fast = st.range(1) != 0;
+    const int64_t ntok = st.range(2);
+    const int64_t cols = 4096, rows = fast ? 512 : 32;
+    const auto w = qbench_weights(t, rows, cols);
+    const DType at = vec_dot_type(t);
+    const size_t arb = row_bytes(at, cols);
+    const auto x = qbench_floats(static_cast<size_t>(ntok * cols), 11);
+    std::vector<uint8_t> a(arb * static_cast<size_t>(ntok));
+    for (int64_t k = 0; k < ntok; ++k) quantize_act(at, x.data() + k * cols, a.data() + k * arb, cols);
+    const int64_t nbk = cols / dtype_info(t).block_size;
+    std::vector<float> ad;
+    ActPanel panel{a.data(), arb, nullptr, 0};
+    if (at == DType::Q8_0) {
+        std::vector<float> f(static_cast<size_t>(cols));
+        for (int64_t k = 0; k < ntok; ++k)
+            for (int64_t b = 0; b < nbk; ++b) {
+                uint16_t h;
+                std::memcpy(&h, a.data() + k * arb + b * dtype_info(at).type_size, 2);
+                ad.push_back(fp16_to_fp32(h));
+            }
+        panel.d = ad.data();
+        panel.ld = nbk;
+    }
+    std::vector<float> y(static_cast<size_t>(ntok * rows));
+    const size_t wrb = row_bytes(t, cols);
+    for (auto _ : st) {
+        if (fast)
+            gemm_q_tile(t, w.data(), wrb, 0, rows, panel, 0, ntok, 0, nbk, y.data(), rows, false);
+        else
+            gemm_q_tile_ref(t, w.data(), wrb, 0, rows, panel, 0, ntok, 0, nbk, y.data(), rows, false);
+        benchmark::DoNotOptimize(y.data());
+    }
+    st.SetLabel(std::string(dtype_name(t)) + (fast ? (gemm_q_tiled(t) ? " tiled" : " row dots") : " ref"));
+    st.counters["GOP/s"] =
+        benchmark::Counter(2.0 * static_cast<double>(rows * cols * ntok) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_QGemmTile)
+    ->Apply([](benchmark::internal::Benchmark* b) {
+        for (DType t : kQTypes)
+            for (int64_t f : {0, 1})
+                for (int64_t ntok : {8, 64}) b->Args({static_cast<int64_t>(t), f, ntok});
+    })
+    ->ArgNames({"type", "fast", "tok"})
+    ->Unit(benchmark::kMillisecond);
 
 // args: activation type, fast (1) / ref (0)
 void BM_QActQuant(benchmark::State& st) {

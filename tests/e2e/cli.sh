@@ -6,7 +6,7 @@ set -uo pipefail
 CALPACA=$1 SRC=$2 W=$3
 rm -rf "$W" && mkdir -p "$W"
 FIX=$SRC/tests/fixtures
-DEMO=$SRC/models/calpaca-demo.gguf
+DEMO=$SRC/tests/fixtures/models/calpaca-demo.gguf
 V2=$FIX/tokenizers/chinese-llama-2/tokenizer.model
 pass=0 fail=0
 ok() { pass=$((pass + 1)); }
@@ -35,7 +35,7 @@ done
 
 # --- the bundled model is reproducible by its recipe
 CALPACA=$CALPACA bash "$SRC/scripts/make-demo-model.sh" "$W/demo.gguf" >/dev/null 2>&1
-if cmp -s "$W/demo.gguf" "$DEMO"; then ok; else bad "scripts/make-demo-model.sh does not reproduce models/calpaca-demo.gguf"; fi
+if cmp -s "$W/demo.gguf" "$DEMO"; then ok; else bad "scripts/make-demo-model.sh does not reproduce tests/fixtures/models/calpaca-demo.gguf"; fi
 
 # --- info
 expect_ok info "$CALPACA" info "$DEMO"

@@ -7,7 +7,7 @@ set -uo pipefail
 CALPACA=$1 SRC=$2 W=$3
 rm -rf "$W" && mkdir -p "$W"
 FIX=$SRC/tests/fixtures/eval
-DEMO=$SRC/models/calpaca-demo.gguf
+DEMO=$SRC/tests/fixtures/models/calpaca-demo.gguf
 pass=0 fail=0
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*"; }

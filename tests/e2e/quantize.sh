@@ -8,7 +8,7 @@
 set -uo pipefail
 CALPACA=$1 SRC=$2 W=$3
 rm -rf "$W" && mkdir -p "$W"
-DEMO=$SRC/models/calpaca-demo.gguf
+DEMO=$SRC/tests/fixtures/models/calpaca-demo.gguf
 LLAMA_TOK=$SRC/tests/fixtures/tokenizers/llama/tokenizer.model
 pass=0 fail=0
 ok() { pass=$((pass + 1)); }

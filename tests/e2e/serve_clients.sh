@@ -20,8 +20,8 @@ fi
 source "$SRC/tests/serve/server.sh"
 trap stop_all_servers EXIT
 KEY=client-key-$$
-start_server open -m "$SRC/models/calpaca-demo.gguf" -t 2 -P 4 -q && ok || bad "server"
-start_server keyed -m "$SRC/models/calpaca-demo.gguf" -t 1 -P 1 -q --api-key "$KEY" && ok || bad "keyed server"
+start_server open -m "$SRC/tests/fixtures/models/calpaca-demo.gguf" -t 2 -P 4 -q && ok || bad "server"
+start_server keyed -m "$SRC/tests/fixtures/models/calpaca-demo.gguf" -t 1 -P 1 -q --api-key "$KEY" && ok || bad "keyed server"
 if [ -n "${open_PORT:-}" ] && [ -n "${keyed_PORT:-}" ]; then
     timeout 240 "$VENV/bin/python" "$SRC/tests/serve/test_clients.py" --base "http://127.0.0.1:$open_PORT" \
         --keyed "http://127.0.0.1:$keyed_PORT" --key "$KEY" --out "$W" >"$W/clients.out" 2>&1

@@ -12,7 +12,7 @@ bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
 source "$SRC/tests/serve/server.sh"
 trap stop_all_servers EXIT
 
-if start_server load -m "$SRC/models/calpaca-demo.gguf" -t 2 -P 4 --max-queue 32 -q; then
+if start_server load -m "$SRC/tests/fixtures/models/calpaca-demo.gguf" -t 2 -P 4 --max-queue 32 -q; then
     ok
     timeout 280 python3 "$SRC/tests/serve/load_test.py" --base "http://127.0.0.1:$load_PORT" \
         --requests 200 --concurrency 16 --disconnects 20 --malformed 20 >"$W/load.out" 2>&1

@@ -6,7 +6,7 @@ Debian's chromium. Usage:
     python test_clients.py --base http://127.0.0.1:PORT --keyed http://127.0.0.1:PORT2 --key KEY --out DIR
 
 `--base` is a server without an API key, `--keyed` one started with `--api-key KEY`; both serve
-models/calpaca-demo.gguf. Prints one line per test and ends with "clients: N passed, M failed";
+tests/fixtures/models/calpaca-demo.gguf. Prints one line per test and ends with "clients: N passed, M failed";
 exits 1 if any failed. The browser test saves DIR/chat.png.
 """
 import argparse

@@ -1,6 +1,7 @@
 // Fast quantized kernels against their `_ref` twins on random data, odd sizes included:
 // activation quantizers (byte-identical), row dot products for 1..4 activation rows, and
-// the quantized matmul through kernels.h (threaded and not).
+// the quantized matmul through kernels.h (threaded and not), and the tiled matmul
+// (gemm.h) for 1 to 13 tokens.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 
 #include "calpaca/base/threadpool.h"
 #include "calpaca/tensor/dtype.h"
+#include "calpaca/tensor/gemm.h"
 #include "calpaca/tensor/kernels.h"
 #include "calpaca/tensor/quant.h"
 #include "calpaca/tensor/quant_dot.h"
@@ -181,5 +183,118 @@ TEST(QuantKernels, MatmulIsCloseToDequantizedProduct) {
             }
         }
         EXPECT_LT(std::sqrt(num / den), 0.01);
+    }
+}
+
+// The quantized matmul (gemm.h tiles for Q4_0 / Q5_0 / Q8_0, row kernels for the rest) against
+// per-row dot products on the same quantized activations: every type, an odd row count, 1 to
+// 13 tokens (edge tiles of 1-3 tokens), 1 and 3 threads. The integer block sums are the same,
+// so only f32 summation order may differ.
+TEST(QuantKernels, TiledMatmulMatchesRowDotsForOneToThirteenTokens) {
+    std::mt19937 rng(77);
+    ThreadPool pool(3);
+    for (DType wt : kWeightTypes) {
+        SCOPED_TRACE(dtype_name(wt));
+        const int64_t bs = dtype_info(wt).block_size;
+        const int64_t rows = 37, cols = (bs == 32 ? 45 : 5) * bs;
+        const auto wq = quantized(wt, random_vec(rows * cols, rng, 0.5f));
+        MatrixView m{wq.data(), wt, rows, cols};
+        const DType at = vec_dot_type(wt);
+        for (int64_t ntok = 1; ntok <= 13; ++ntok) {
+            const auto x = random_vec(ntok * cols, rng);
+            std::vector<uint8_t> aq(row_bytes(at, cols) * ntok);
+            for (int64_t t = 0; t < ntok; ++t) quantize_act_ref(at, x.data() + t * cols, aq.data() + t * row_bytes(at, cols), cols);
+            std::vector<float> y1(ntok * rows), y3(ntok * rows);
+            matmul(m, x.data(), ntok, y1.data(), nullptr);
+            matmul(m, x.data(), ntok, y3.data(), &pool);
+            for (int64_t t = 0; t < ntok; ++t) {
+                const uint8_t* arow = aq.data() + t * row_bytes(at, cols);
+                for (int64_t r = 0; r < rows; ++r) {
+                    const size_t i = t * rows + r;
+                    const float want = vec_dot_q_ref(wt, m.row(r), arow, cols);
+                    const double tol = 2e-6 * magnitude(wt, m.row(r), at, arow, cols) + 1e-7;
+                    ASSERT_NEAR(y1[i], want, tol) << "tok " << t << "/" << ntok << " row " << r;
+                    ASSERT_EQ(y1[i], y3[i]) << "result depends on the thread count";
+                }
+            }
+        }
+    }
+}
+
+// gemm_q_tile against gemm_q_tile_ref on sub-ranges of rows, tokens and blocks, overwriting
+// and accumulating.
+TEST(QuantKernels, GemmTileMatchesReferenceTwin) {
+    std::mt19937 rng(78);
+    for (DType wt : kWeightTypes) {
+        SCOPED_TRACE(dtype_name(wt));
+        const int64_t bs = dtype_info(wt).block_size, nbk = bs == 32 ? 9 : 3;
+        const int64_t rows = 11, cols = nbk * bs, ntok = 7;
+        const auto wq = quantized(wt, random_vec(rows * cols, rng, 0.5f));
+        const size_t wrb = row_bytes(wt, cols);
+        const DType at = vec_dot_type(wt);
+        const size_t arb = row_bytes(at, cols);
+        const auto x = random_vec(ntok * cols, rng);
+        std::vector<uint8_t> aq(arb * ntok);
+        std::vector<float> ad;
+        for (int64_t t = 0; t < ntok; ++t) quantize_act(at, x.data() + t * cols, aq.data() + t * arb, cols);
+        ActPanel a{aq.data(), arb, nullptr, 0};
+        if (at == DType::Q8_0) {  // the f32 block scales the tiled kernels take
+            std::vector<float> f(cols);
+            for (int64_t t = 0; t < ntok; ++t)
+                for (int64_t b = 0; b < nbk; ++b) {
+                    uint16_t h;
+                    std::memcpy(&h, aq.data() + t * arb + b * dtype_info(at).type_size, 2);
+                    ad.push_back(fp16_to_fp32(h));
+                }
+            a.d = ad.data();
+            a.ld = nbk;
+        }
+        for (bool acc : {false, true}) {
+            const int64_t r0 = 1, r1 = rows, t0 = 2, t1 = ntok, kb0 = 1, kb1 = nbk;
+            std::vector<float> fast(ntok * rows, 0.25f), ref(ntok * rows, 0.25f);
+            gemm_q_tile(wt, wq.data(), wrb, r0, r1, a, t0, t1, kb0, kb1, fast.data(), rows, acc);
+            gemm_q_tile_ref(wt, wq.data(), wrb, r0, r1, a, t0, t1, kb0, kb1, ref.data(), rows, acc);
+            for (int64_t t = 0; t < ntok; ++t)
+                for (int64_t r = 0; r < rows; ++r) {
+                    const size_t i = t * rows + r;
+                    if (t < t0 || r < r0) {
+                        ASSERT_EQ(fast[i], 0.25f) << "wrote outside the tile";
+                        continue;
+                    }
+                    const size_t wo = r * wrb + kb0 * dtype_info(wt).type_size;
+                    const size_t ao = t * arb + kb0 * dtype_info(at).type_size * (bs / dtype_info(at).block_size);
+                    const double tol = 2e-6 * magnitude(wt, wq.data() + wo, at, aq.data() + ao, (kb1 - kb0) * bs) + 1e-6;
+                    ASSERT_NEAR(fast[i], ref[i], tol) << "acc " << acc << " tok " << t << " row " << r;
+                }
+        }
+    }
+}
+
+// Prefill-sized calls of the tiled types (more than 16 tokens, rows longer than one 4096-element
+// K chunk): the chunked, accumulated sums against per-row dot products, 1 and 3 threads.
+TEST(QuantKernels, TiledMatmulAcrossKChunks) {
+    std::mt19937 rng(79);
+    ThreadPool pool(3);
+    for (DType wt : {DType::Q4_0, DType::Q5_0, DType::Q8_0}) {
+        SCOPED_TRACE(dtype_name(wt));
+        const int64_t rows = 19, cols = 4096 + 2 * 32, ntok = 21;
+        const auto wq = quantized(wt, random_vec(rows * cols, rng, 0.5f));
+        MatrixView m{wq.data(), wt, rows, cols};
+        const DType at = vec_dot_type(wt);
+        const size_t arb = row_bytes(at, cols);
+        const auto x = random_vec(ntok * cols, rng);
+        std::vector<uint8_t> aq(arb * ntok);
+        for (int64_t t = 0; t < ntok; ++t) quantize_act_ref(at, x.data() + t * cols, aq.data() + t * arb, cols);
+        std::vector<float> y1(ntok * rows), y3(ntok * rows);
+        matmul(m, x.data(), ntok, y1.data(), nullptr);
+        matmul(m, x.data(), ntok, y3.data(), &pool);
+        for (int64_t t = 0; t < ntok; ++t)
+            for (int64_t r = 0; r < rows; ++r) {
+                const size_t i = t * rows + r;
+                const uint8_t* arow = aq.data() + t * arb;
+                const double tol = 2e-6 * magnitude(wt, m.row(r), at, arow, cols) + 1e-7;
+                ASSERT_NEAR(y1[i], vec_dot_q_ref(wt, m.row(r), arow, cols), tol) << "tok " << t << " row " << r;
+                ASSERT_EQ(y1[i], y3[i]) << "result depends on the thread count";
+            }
     }
 }

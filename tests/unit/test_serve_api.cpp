@@ -20,7 +20,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const std::string kDemo = std::string(CALPACA_TEST_DATA) + "/../../models/calpaca-demo.gguf";
+const std::string kDemo = std::string(CALPACA_TEST_DATA) + "/models/calpaca-demo.gguf";
 
 struct Server {
     explicit Server(SchedulerOptions so = {4, 256, DType::F16, 16, 64})

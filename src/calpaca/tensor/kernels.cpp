@@ -12,7 +12,9 @@
 
 #include "calpaca/base/error.h"
 #include "calpaca/base/threadpool.h"
+#include "calpaca/tensor/gemm.h"
 #include "calpaca/tensor/quant.h"
+#include "calpaca/tensor/quant_blocks.h"
 #include "calpaca/tensor/quant_dot.h"
 
 namespace calpaca {
@@ -46,12 +48,16 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
 // ------------------------------------------------------------------ quantized weights
 namespace {
 
-// Activations quantized to the weight type's dot format, one row per token.
+// Activations quantized to the weight type's dot format, one row per token, and (fast
+// path, Q8_0 activations) their block scales as f32 for the tiled kernels (gemm.h).
 struct QuantizedActs {
     DType type;
     size_t row_bytes;
     std::vector<uint8_t> data;
+    std::vector<float> d;  // [n_tok][cols / 32] when type == Q8_0 and !reference
+    int64_t ld = 0;
     const uint8_t* row(int64_t t) const { return data.data() + static_cast<size_t>(t) * row_bytes; }
+    ActPanel panel() const { return ActPanel{data.data(), row_bytes, d.empty() ? nullptr : d.data(), ld}; }
 };
 
 void quantize_acts(DType wtype, const float* x, int64_t n_tok, int64_t cols, bool reference, ThreadPool* pool,
@@ -59,6 +65,12 @@ void quantize_acts(DType wtype, const float* x, int64_t n_tok, int64_t cols, boo
     q.type = vec_dot_type(wtype);
     q.row_bytes = row_bytes(q.type, static_cast<uint64_t>(cols));
     q.data.resize(q.row_bytes * static_cast<size_t>(n_tok));
+    const bool scales = !reference && q.type == DType::Q8_0;
+    q.ld = scales ? cols / quant::QK : 0;
+    if (scales)
+        q.d.resize(static_cast<size_t>(q.ld * n_tok));
+    else
+        q.d.clear();
     auto body = [&](size_t t0, size_t t1) {
         for (size_t t = t0; t < t1; ++t) {
             uint8_t* dst = q.data.data() + t * q.row_bytes;
@@ -66,6 +78,11 @@ void quantize_acts(DType wtype, const float* x, int64_t n_tok, int64_t cols, boo
                 quantize_act_ref(q.type, x + t * cols, dst, cols);
             else
                 quantize_act(q.type, x + t * cols, dst, cols);
+            if (scales) {
+                const auto* blocks = reinterpret_cast<const quant::BlockQ8_0*>(dst);
+                float* d = q.d.data() + t * static_cast<size_t>(q.ld);
+                for (int64_t b = 0; b < q.ld; ++b) d[b] = fp16_to_fp32(blocks[b].d);
+            }
         }
     };
     if (pool && !reference && n_tok >= 8)
@@ -91,16 +108,13 @@ void matmul_quant_ref(const MatrixView& w, const float* x, int64_t n_tok, float*
         for (int64_t r = 0; r < w.rows; ++r) y[t * w.rows + r] = vec_dot_q_ref(w.type, w.row(r), q.row(t), w.cols);
 }
 
-// Rows split over the pool; tokens in blocks whose quantized activations stay in L2 while a
-// thread's weight rows stream past them once per block; within a block each weight row is
+// Types without a register-blocked tile (gemm_q_tiled): tokens in blocks whose quantized
+// activations fit in L2 (<= 256 KiB, at most 64 tokens); within a block each weight row is
 // unpacked once per 4 tokens (vec_dot_q's multi-row form).
-void matmul_quant(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool) {
-    thread_local QuantizedActs q;  // reused across calls: no allocation per token in decode
-    quantize_acts(w.type, x, n_tok, w.cols, false, pool, q);
+void matmul_rows(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, float* y, ThreadPool* pool) {
     const int64_t rb = static_cast<int64_t>(row_bytes(w.type, static_cast<uint64_t>(w.cols)));
     const uint8_t* base = static_cast<const uint8_t*>(w.data);
-    const int64_t tok_block = std::max<int64_t>(4, std::min<int64_t>(64, (256 * 1024 / static_cast<int64_t>(q.row_bytes)) / 4 * 4));
-    const QuantizedActs& qa = q;
+    const int64_t tok_block = std::max<int64_t>(4, std::min<int64_t>(64, (256 * 1024 / static_cast<int64_t>(qa.row_bytes)) / 4 * 4));
     auto body = [&](size_t r0, size_t r1) {
         for (int64_t t0 = 0; t0 < n_tok; t0 += tok_block) {
             const int64_t t1 = std::min(n_tok, t0 + tok_block);
@@ -115,6 +129,38 @@ void matmul_quant(const MatrixView& w, const float* x, int64_t n_tok, float* y, 
                     for (int k = 0; k < nt; ++k) y[(t + k) * w.rows + static_cast<int64_t>(r)] = o[k];
                 }
             }
+        }
+    };
+    if (pool && w.rows >= 64)
+        pool->parallel_for(static_cast<size_t>(w.rows), body);
+    else
+        body(0, static_cast<size_t>(w.rows));
+}
+
+// Tiled types: activations quantized once; rows split over the pool. Prefill (more than 16
+// tokens) is cache-blocked: the inner dimension in chunks of 4096 elements (a 4096-wide
+// matrix in one chunk; 1024-element chunks measured 1.5x slower: more tile set-up and
+// horizontal sums per weight byte) and tokens in blocks whose activation chunks fill
+// ~256 KiB (L2), so a thread's weight tile (gemm.h: 2 rows × chunk) stays in L1 while the
+// block's tokens pass it, and each weight byte is read from memory once per token block.
+void matmul_quant(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool) {
+    thread_local QuantizedActs q;  // reused across calls: no allocation per token in decode
+    quantize_acts(w.type, x, n_tok, w.cols, false, pool, q);
+    const size_t rb = static_cast<size_t>(row_bytes(w.type, static_cast<uint64_t>(w.cols)));
+    if (!gemm_q_tiled(w.type)) return matmul_rows(w, q, n_tok, y, pool);
+    const ActPanel ap = q.panel();
+    const uint8_t* base = static_cast<const uint8_t*>(w.data);
+    const int64_t nbk = w.cols / dtype_info(w.type).block_size;
+    // up to 16 tokens (decode, batched decode): whole rows, sequential weight streams
+    const int64_t kc = n_tok > 16 ? std::max<int64_t>(1, 4096 / dtype_info(w.type).block_size) : nbk;
+    const size_t chunk_bytes = std::max<size_t>(1, q.row_bytes * static_cast<size_t>(std::min(kc, nbk)) / static_cast<size_t>(nbk));
+    const int64_t tok_block = std::max<int64_t>(4, std::min<int64_t>(256, static_cast<int64_t>(256 * 1024 / chunk_bytes) / 4 * 4));
+    auto body = [&](size_t r0, size_t r1) {
+        for (int64_t t0 = 0; t0 < n_tok; t0 += tok_block) {
+            const int64_t t1 = std::min(n_tok, t0 + tok_block);
+            for (int64_t k0 = 0; k0 < nbk; k0 += kc)
+                gemm_q_tile(w.type, base, rb, static_cast<int64_t>(r0), static_cast<int64_t>(r1), ap, t0, t1, k0,
+                            std::min(nbk, k0 + kc), y, w.rows, k0 > 0);
         }
     };
     if (pool && w.rows >= 64)
@@ -210,28 +256,102 @@ inline float scalar_w(DType t, const uint8_t* p, int64_t i) {
     }
 }
 
-// One weight row against up to 4 activation rows at once (the row is loaded once).
-template <int NT>
-void dot_multi(DType t, const uint8_t* w, const float* const* xs, int64_t n, float* out) {
-    int64_t i = 0;
+// Register-blocked dense tile: RM weight rows × RN tokens over elements [k0, k1). Per
+// 8 elements: RM weight loads (converted to f32 once), RN activation loads, RM*RN FMAs into
+// RM*RN accumulators. Every (row, token) gets the same arithmetic whatever tile covers it.
+template <DType T, int RM, int RN>
+void tile_dense(const uint8_t* w, size_t wrb, int64_t r, const float* x, int64_t ldx, int64_t t, int64_t k0, int64_t k1,
+                float* y, int64_t ldy, bool accumulate) {
+    const uint8_t* wr[RM];
+    const float* xr[RN];
+    for (int i = 0; i < RM; ++i) wr[i] = w + static_cast<size_t>(r + i) * wrb;
+    for (int j = 0; j < RN; ++j) xr[j] = x + (t + j) * ldx;
+    float o[RM][RN];
+    int64_t k = k0;
 #ifdef CALPACA_AVX2
-    __m256 acc[NT][2];
-    for (int k = 0; k < NT; ++k) acc[k][0] = acc[k][1] = _mm256_setzero_ps();
-    for (; i + 16 <= n; i += 16) {
-        __m256 w0 = load8(t, w, i), w1 = load8(t, w, i + 8);
-        for (int k = 0; k < NT; ++k) {
-            acc[k][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[k] + i), acc[k][0]);
-            acc[k][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[k] + i + 8), acc[k][1]);
+    __m256 acc[RM][RN];
+    for (int i = 0; i < RM; ++i)
+        for (int j = 0; j < RN; ++j) acc[i][j] = _mm256_setzero_ps();
+    for (; k + 8 <= k1; k += 8) {
+        __m256 wv[RM];
+        for (int i = 0; i < RM; ++i) wv[i] = load8(T, wr[i], k);
+        for (int j = 0; j < RN; ++j) {
+            const __m256 xv = _mm256_loadu_ps(xr[j] + k);
+            for (int i = 0; i < RM; ++i) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
         }
     }
-    for (int k = 0; k < NT; ++k) out[k] = hsum(_mm256_add_ps(acc[k][0], acc[k][1]));
+    for (int i = 0; i < RM; ++i)
+        for (int j = 0; j < RN; ++j) o[i][j] = hsum(acc[i][j]);
 #else
-    for (int k = 0; k < NT; ++k) out[k] = 0;
+    for (int i = 0; i < RM; ++i)
+        for (int j = 0; j < RN; ++j) o[i][j] = 0;
 #endif
-    for (; i < n; ++i) {
-        float wi = scalar_w(t, w, i);
-        for (int k = 0; k < NT; ++k) out[k] += wi * xs[k][i];
+    for (; k < k1; ++k)
+        for (int i = 0; i < RM; ++i) {
+            const float wi = scalar_w(T, wr[i], k);
+            for (int j = 0; j < RN; ++j) o[i][j] = std::fma(wi, xr[j][k], o[i][j]);  // same rounding in every tile shape
+        }
+    for (int i = 0; i < RM; ++i)
+        for (int j = 0; j < RN; ++j) {
+            float& dst = y[(t + j) * ldy + r + i];
+            dst = accumulate ? dst + o[i][j] : o[i][j];
+        }
+}
+
+constexpr int kDenseRM = 3, kDenseRN = 4;
+
+template <DType T, int RM>
+void dense_tokens(const uint8_t* w, size_t wrb, int64_t r, const float* x, int64_t ldx, int64_t t0, int64_t t1,
+                  int64_t k0, int64_t k1, float* y, int64_t ldy, bool acc) {
+    int64_t t = t0;
+    for (; t + kDenseRN <= t1; t += kDenseRN) tile_dense<T, RM, kDenseRN>(w, wrb, r, x, ldx, t, k0, k1, y, ldy, acc);
+    switch (t1 - t) {
+        case 3: tile_dense<T, RM, 3>(w, wrb, r, x, ldx, t, k0, k1, y, ldy, acc); break;
+        case 2: tile_dense<T, RM, 2>(w, wrb, r, x, ldx, t, k0, k1, y, ldy, acc); break;
+        case 1: tile_dense<T, RM, 1>(w, wrb, r, x, ldx, t, k0, k1, y, ldy, acc); break;
+        default: break;
     }
+}
+
+// Rows [r0, r1) × tokens [t0, t1) over elements [k0, k1) in RM × RN tiles.
+template <DType T>
+void dense_block(const uint8_t* w, size_t wrb, int64_t r0, int64_t r1, const float* x, int64_t ldx, int64_t t0,
+                 int64_t t1, int64_t k0, int64_t k1, float* y, int64_t ldy, bool acc) {
+    int64_t r = r0;
+    for (; r + kDenseRM <= r1; r += kDenseRM) dense_tokens<T, kDenseRM>(w, wrb, r, x, ldx, t0, t1, k0, k1, y, ldy, acc);
+    switch (r1 - r) {
+        case 2: dense_tokens<T, 2>(w, wrb, r, x, ldx, t0, t1, k0, k1, y, ldy, acc); break;
+        case 1: dense_tokens<T, 1>(w, wrb, r, x, ldx, t0, t1, k0, k1, y, ldy, acc); break;
+        default: break;
+    }
+}
+
+void dense_block_any(DType t, const uint8_t* w, size_t wrb, int64_t r0, int64_t r1, const float* x, int64_t ldx,
+                     int64_t t0, int64_t t1, int64_t k0, int64_t k1, float* y, int64_t ldy, bool acc) {
+    switch (t) {
+        case DType::F16: return dense_block<DType::F16>(w, wrb, r0, r1, x, ldx, t0, t1, k0, k1, y, ldy, acc);
+        case DType::BF16: return dense_block<DType::BF16>(w, wrb, r0, r1, x, ldx, t0, t1, k0, k1, y, ldy, acc);
+        default: return dense_block<DType::F32>(w, wrb, r0, r1, x, ldx, t0, t1, k0, k1, y, ldy, acc);
+    }
+}
+
+// Two 8-lane accumulators over 16-element steps, then a scalar tail into a local sum, the
+// type a compile-time constant: the shape of model/attention.cpp's scores kernel, which must
+// give the same bits (MultiSession scores keys with dot(), Session with that kernel).
+template <DType T>
+float dot_dense(const uint8_t* p, const float* x, int64_t n) {
+    int64_t i = 0;
+    float r = 0;
+#ifdef CALPACA_AVX2
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        a = _mm256_fmadd_ps(load8(T, p, i), _mm256_loadu_ps(x + i), a);
+        b = _mm256_fmadd_ps(load8(T, p, i + 8), _mm256_loadu_ps(x + i + 8), b);
+    }
+    r = hsum(_mm256_add_ps(a, b));
+#endif
+    for (; i < n; ++i) r += scalar_w(T, p, i) * x[i];
+    return r;
 }
 
 void check_dense(DType t) {
@@ -244,10 +364,12 @@ void check_dense(DType t) {
 float dot(DType t, const void* w, const float* x, int64_t n) {
     if (is_quantized(t)) return dot_quant(t, w, x, n, false);
     check_dense(t);
-    float out;
-    const float* xs[1] = {x};
-    dot_multi<1>(t, static_cast<const uint8_t*>(w), xs, n, &out);
-    return out;
+    const uint8_t* p = static_cast<const uint8_t*>(w);
+    switch (t) {
+        case DType::F16: return dot_dense<DType::F16>(p, x, n);
+        case DType::BF16: return dot_dense<DType::BF16>(p, x, n);
+        default: return dot_dense<DType::F32>(p, x, n);
+    }
 }
 
 void axpy(DType t, const void* v, float a, float* out, int64_t n) {
@@ -262,31 +384,36 @@ void axpy(DType t, const void* v, float a, float* out, int64_t n) {
     for (; i < n; ++i) out[i] += a * scalar_w(t, p, i);
 }
 
+// Rows split over the pool. The inner dimension is summed in chunks of 512 elements (partial
+// sums added to y in chunk order) whatever the token count, so a token's outputs are
+// bit-identical however many tokens share the call (batched decode = decoding alone). With
+// more than 16 tokens the loops are cache-blocked: tokens in blocks of 128, chunk by chunk
+// (128 × 2 KiB of activations stay in L2 while a thread's 3-row weight tiles pass them, the
+// tile in L1), so each weight byte is read from memory once per 128 tokens. With 1–16 tokens
+// (decode, batched decode) each 3-row group runs all its chunks before the next: three
+// sequential weight streams, which the prefetchers follow (chunk-by-chunk order over all rows
+// halved the 8-token speed).
 void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool) {
     if (is_quantized(w.type)) return matmul_quant(w, x, n_tok, y, pool);
     check_dense(w.type);
-    const int64_t rb = row_bytes(w.type, w.cols);
+    const size_t rb = static_cast<size_t>(row_bytes(w.type, static_cast<uint64_t>(w.cols)));
     const uint8_t* base = static_cast<const uint8_t*>(w.data);
-    // Token blocks of 64 keep the activations of a block in L2 while the weight rows stream.
-    constexpr int64_t kTokBlock = 64;
-    auto body = [&](size_t r0, size_t r1) {
-        for (int64_t t0 = 0; t0 < n_tok; t0 += kTokBlock) {
-            int64_t t1 = std::min(n_tok, t0 + kTokBlock);
-            for (size_t r = r0; r < r1; ++r) {
-                const uint8_t* wr = base + r * rb;
-                int64_t t = t0;
-                for (; t + 4 <= t1; t += 4) {
-                    const float* xs[4] = {x + t * w.cols, x + (t + 1) * w.cols, x + (t + 2) * w.cols, x + (t + 3) * w.cols};
-                    float o[4];
-                    dot_multi<4>(w.type, wr, xs, w.cols, o);
-                    for (int k = 0; k < 4; ++k) y[(t + k) * w.rows + r] = o[k];
-                }
-                for (; t < t1; ++t) {
-                    const float* xs[1] = {x + t * w.cols};
-                    dot_multi<1>(w.type, wr, xs, w.cols, &y[t * w.rows + r]);
-                }
-            }
+    constexpr int64_t kChunk = 512, kTokBlock = 128, kRowOrderTokens = 16;
+    auto chunks = [&](int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+        int64_t k0 = 0;
+        do {
+            const int64_t k1 = std::min(w.cols, k0 + kChunk);
+            dense_block_any(w.type, base, rb, r0, r1, x, w.cols, t0, t1, k0, k1, y, w.rows, k0 > 0);
+            k0 = k1;
+        } while (k0 < w.cols);
+    };
+    auto body = [&](size_t rs, size_t re) {
+        const int64_t r0 = static_cast<int64_t>(rs), r1 = static_cast<int64_t>(re);
+        if (n_tok <= kRowOrderTokens) {
+            for (int64_t r = r0; r < r1; r += kDenseRM) chunks(r, std::min(r1, r + kDenseRM), 0, n_tok);
+            return;
         }
+        for (int64_t t0 = 0; t0 < n_tok; t0 += kTokBlock) chunks(r0, r1, t0, std::min(n_tok, t0 + kTokBlock));
     };
     if (pool && w.rows >= 64)
         pool->parallel_for(static_cast<size_t>(w.rows), body);
