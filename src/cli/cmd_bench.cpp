@@ -23,6 +23,9 @@ static Command add_bench(CLI::App& root) {
     app->add_option("-n,--n-gen", o->b.n_gen, "generated tokens per tg test; 0 = skip (default 128)");
     app->add_option("-t,--threads", o->threads, "threads (default: physical cores)");
     app->add_option("-r,--repetitions", o->b.reps, "repetitions of each test (default 5)");
+    app->add_option("-u,--ubatch", o->b.ubatch,
+                    "prompt tokens per forward pass, as generate/chat use (default 128; 0 = the whole prompt at once: "
+                    "faster prompt processing, more activation memory)");
     app->add_option("--kv-type", o->kv_type, "KV cache type: f16 (default) or f32")->check(CLI::IsMember({"f16", "f32"}));
     app->add_flag("--json", o->json, "print one JSON object instead of the table");
     app->add_flag("--no-bandwidth", o->no_bandwidth, "skip the memory bandwidth measurement (and the efficiency)");

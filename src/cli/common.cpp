@@ -49,6 +49,7 @@ SessionOptions ModelOptions::session() const {
     s.n_ctx = ctx;
     s.kv_type = kv_type == "f32" ? DType::F32 : DType::F16;
     s.reference = reference;
+    s.ubatch = kDefaultUbatch;
     return s;
 }
 

@@ -170,3 +170,38 @@ TEST(SessionFast, EvalTailKeepsTheRequestedRows) {
         EXPECT_EQ(tail.n_past(), 16);
     }
 }
+
+// SessionOptions::ubatch: a long prompt evaluated in chunks gives the logits of one big batch
+// (dense weights: the kernels are batch-invariant, so bit for bit), decode continues identically,
+// and an error in a later chunk (bad id, overflow) is caught before anything is cached.
+TEST(SessionFast, UbatchChunksEqualOneBatch) {
+    for (DType wt : {DType::F32, DType::F16}) {
+        const std::string path = tiny_model(std::string("ubatch-") + dtype_name(wt), 36, 3, 1, wt);
+        auto model = Model::load(path);
+        const int64_t V = model->config().n_vocab;
+        std::mt19937 rng(11);
+        const auto prompt = random_tokens(rng, 61), more = random_tokens(rng, 4);
+        ThreadPool pool(2);
+        SessionOptions whole{128, DType::F16, false}, chunked{128, DType::F16, false};
+        chunked.ubatch = 8;  // 61 = 7 x 8 + 5: a short last chunk
+        Session a(*model, whole, &pool), b(*model, chunked, &pool);
+        a.eval(prompt, false);
+        b.eval(prompt, false);
+        ASSERT_EQ(b.n_past(), 61);
+        ASSERT_EQ(b.logits().size(), static_cast<size_t>(V));
+        EXPECT_EQ(0, std::memcmp(a.last_logits(), b.last_logits(), V * sizeof(float))) << dtype_name(wt);
+        for (int32_t t : more) {
+            a.eval(std::vector<int32_t>{t}, false);
+            b.eval(std::vector<int32_t>{t}, false);
+            EXPECT_EQ(0, std::memcmp(a.last_logits(), b.last_logits(), V * sizeof(float))) << dtype_name(wt);
+        }
+        auto bad = prompt;
+        bad[50] = static_cast<int32_t>(V);  // in the 7th chunk
+        Session c(*model, chunked, &pool);
+        EXPECT_THROW(c.eval(bad, false), Error);
+        EXPECT_EQ(c.n_past(), 0) << "a failed chunked eval left tokens in the cache";
+        std::vector<int32_t> too_long(129, 5);
+        EXPECT_THROW(c.eval(too_long, false), Error);
+        EXPECT_EQ(c.n_past(), 0);
+    }
+}

@@ -87,6 +87,7 @@ WeightTraffic weight_traffic(const Model& m) {
 
 BenchResult run_bench(const Model& m, ThreadPool& pool, const BenchOptions& o) {
     if (o.n_prompt < 0) fail("bench: -p/--n-prompt must be >= 0, got {}", o.n_prompt);
+    if (o.ubatch < 0) fail("bench: -u/--ubatch must be >= 0, got {}", o.ubatch);
     if (o.n_gen < 0) fail("bench: -n/--n-gen must be >= 0, got {}", o.n_gen);
     if (o.n_prompt == 0 && o.n_gen == 0) fail("bench: nothing to measure (-p 0 and -n 0)");
     if (o.reps < 1) fail("bench: -r/--repetitions must be >= 1, got {}", o.reps);
@@ -109,6 +110,7 @@ BenchResult run_bench(const Model& m, ThreadPool& pool, const BenchOptions& o) {
     SessionOptions so;
     so.n_ctx = n_ctx;
     so.kv_type = o.kv_type;
+    so.ubatch = o.ubatch;  // default 128 as generate/chat: bounded activation memory for the prompt
     Session s(m, so, &pool);
     r.kv_cache_bytes = 2 * static_cast<uint64_t>(c.n_layer) * n_ctx * c.n_embd_kv() * (o.kv_type == DType::F16 ? 2 : 4);
     TokenStream ts{o.seed, c.n_vocab};

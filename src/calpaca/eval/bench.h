@@ -36,6 +36,7 @@ struct BenchOptions {
     int64_t n_prompt = 512;   // 0 = skip the pp test
     int64_t n_gen = 128;      // 0 = skip the tg test
     int reps = 5;
+    int64_t ubatch = 128;     // prompt tokens per forward (SessionOptions::ubatch); 0 = the whole prompt
     DType kv_type = DType::F16;
     bool measure_bandwidth = true;
     uint64_t bandwidth_buffer_bytes = 0;  // 0 = default_bandwidth_buffer_bytes()

@@ -150,21 +150,35 @@ void Session::attention(int64_t layer, const float* q, int64_t n_tok, float* out
     split(n_tok * nh, (n_past_ + n_tok) * hd, body);
 }
 
+void Session::check_batch(std::span<const int32_t> tokens) const {
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    if (n == 0) fail("eval: no tokens");
+    if (n_past_ + n > n_ctx_)
+        fail("context overflow: {} cached + {} new tokens exceed the context size {} (use a larger -c/--ctx-size)",
+             n_past_, n, n_ctx_);
+    for (int32_t id : tokens)
+        if (id < 0 || id >= cfg_.n_vocab) fail("token id {} is outside the vocabulary [0, {})", id, cfg_.n_vocab);
+}
+
 void Session::eval(std::span<const int32_t> tokens, bool all_logits) {
     const int64_t n = static_cast<int64_t>(tokens.size());
-    eval_tail(tokens, all_logits ? 0 : std::max<int64_t>(n - 1, 0));
+    const int64_t ub = opt_.ubatch;
+    if (all_logits || ub <= 0 || n <= ub) {
+        eval_tail(tokens, all_logits ? 0 : std::max<int64_t>(n - 1, 0));
+        return;
+    }
+    check_batch(tokens);  // the whole batch first: an error leaves the cache as it was
+    for (int64_t b = 0; b < n; b += ub) {
+        const int64_t m = std::min(ub, n - b);
+        eval_tail(tokens.subspan(static_cast<size_t>(b), static_cast<size_t>(m)), m - 1);
+    }
 }
 
 void Session::eval_tail(std::span<const int32_t> tokens, int64_t first) {
     const int64_t n = static_cast<int64_t>(tokens.size());
-    if (n == 0) fail("eval: no tokens");
+    check_batch(tokens);
     if (first < 0 || first >= n) fail("eval: first logit row {} is outside the batch of {} tokens", first, n);
-    if (n_past_ + n > n_ctx_)
-        fail("context overflow: {} cached + {} new tokens exceed the context size {} (use a larger -c/--ctx-size)",
-             n_past_, n, n_ctx_);
     const int64_t E = cfg_.n_embd, KV = cfg_.n_embd_kv(), F = cfg_.n_ff;
-    for (int32_t id : tokens)
-        if (id < 0 || id >= cfg_.n_vocab) fail("token id {} is outside the vocabulary [0, {})", id, cfg_.n_vocab);
 
     const size_t nE = static_cast<size_t>(n * E), nKV = static_cast<size_t>(n * KV), nF = static_cast<size_t>(n * F);
     for (auto* b : {&x_, &xn_, &q_, &att_, &tmp_}) grow(*b, nE);

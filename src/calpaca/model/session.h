@@ -26,7 +26,15 @@ struct SessionOptions {
     int64_t n_ctx = 0;            // 0 = min(model context, 4096)
     DType kv_type = DType::F16;   // F16 (default) or F32
     bool reference = false;
+    // > 0: eval() without all_logits runs the forward over at most this many tokens at a time,
+    // so a long prompt's activation buffers stay small (peak memory ~ ubatch, not prompt length);
+    // the results are those of one big batch (every token attends to the same cache either way).
+    // hidden() then holds the rows of the last chunk only. 0 = the whole batch at once.
+    int64_t ubatch = 0;
 };
+// The ubatch the CLI and `calpaca bench` use: large enough that each weight row is still reused
+// across many tokens, small enough that activations of a 4096-wide model stay ~ 30 MiB.
+inline constexpr int64_t kDefaultUbatch = 128;
 
 class Session {
 public:
@@ -58,6 +66,7 @@ private:
     uint8_t* k_at(int64_t layer, int64_t pos);
     uint8_t* v_at(int64_t layer, int64_t pos);
     void mm(const MatrixView& w, const float* x, int64_t n, float* y);
+    void check_batch(std::span<const int32_t> tokens) const;
     // fn(begin, end) over [0, n): split over the pool when the fast path has one and the work
     // (n x cost_per_item) is worth a hand-off, else run here.
     template <typename F>
