@@ -28,7 +28,8 @@ struct SessionOptions {
     bool reference = false;
     // > 0: eval() without all_logits runs the forward over at most this many tokens at a time,
     // so a long prompt's activation buffers stay small (peak memory ~ ubatch, not prompt length);
-    // the results are those of one big batch (every token attends to the same cache either way).
+    // every token attends to the same cache either way, so the results equal one big batch's bit
+    // for bit with dense weights (quantized matmuls round activations per call: last bits may differ).
     // hidden() then holds the rows of the last chunk only. 0 = the whole batch at once.
     int64_t ubatch = 0;
 };
