@@ -2,6 +2,8 @@
 // adapters, merged by merge_llama_with_chinese_lora_low_mem.py's formula), the merged models'
 // logits against transformers, the hf / pth round trips, in-memory --lora, and the errors.
 #include <gtest/gtest.h>
+
+#include "../common/test_util.h"
 #include <unistd.h>
 
 #include <cmath>
@@ -26,31 +28,16 @@
 
 namespace fs = std::filesystem;
 using namespace calpaca;
+using namespace calpaca::test;
 
 namespace {
 
 const std::string kMerge = std::string(CALPACA_TEST_DATA) + "/merge";
 const std::string kTok = std::string(CALPACA_TEST_DATA) + "/tokenizers";
 
-std::string expect_error(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    ADD_FAILURE() << "expected an Error";
-    return "";
-}
+// The message of the Error f throws (fails the test when none is thrown).
+std::string expect_error(const std::function<void()>& f) { return error_of(f); }
 
-struct TempDir {
-    fs::path p;
-    explicit TempDir(const std::string& tag) : p(fs::temp_directory_path() / ("calpaca-" + tag + "-" + std::to_string(::getpid()))) {
-        fs::remove_all(p);
-        fs::create_directories(p);
-    }
-    ~TempDir() { fs::remove_all(p); }
-    std::string operator/(const std::string& f) const { return (p / f).string(); }
-};
 
 MergeResult merge(const std::string& base, std::vector<std::string> loras, TensorSink& sink, DType out = DType::F16,
                   const std::string& vocab = "") {

@@ -1,6 +1,8 @@
 // Checkpoint sources: HF dirs in every layout, Meta shards, GGUF, PEFT adapters, and the
 // errors for missing shards, bad headers and incomplete adapter configs.
 #include <gtest/gtest.h>
+
+#include "../common/test_util.h"
 #include <unistd.h>
 
 #include <cstring>
@@ -18,28 +20,18 @@
 
 namespace fs = std::filesystem;
 using namespace calpaca;
+using calpaca::test::error_of;
 
 namespace {
 
 const std::string kMerge = std::string(CALPACA_TEST_DATA) + "/merge";
 
-std::string expect_error(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    ADD_FAILURE() << "expected an Error";
-    return "";
-}
+// The message of the Error f throws (fails the test when none is thrown).
+std::string expect_error(const std::function<void()>& f) { return error_of(f); }
 
-struct TempDir {
-    fs::path p;
-    explicit TempDir(const std::string& tag) : p(fs::temp_directory_path() / ("calpaca-" + tag + "-" + std::to_string(::getpid()))) {
-        fs::remove_all(p);
-        fs::create_directories(p);
-    }
-    ~TempDir() { fs::remove_all(p); }
+// A scratch directory that can also copy a fixture folder into itself.
+struct TempDir : calpaca::test::TempDir {
+    using calpaca::test::TempDir::TempDir;
     fs::path copy_of(const std::string& fixture) const {
         fs::path d = p / fs::path(fixture).filename();
         fs::copy(kMerge + "/" + fixture, d, fs::copy_options::recursive);

@@ -1,5 +1,6 @@
 // tokenizer merge / stats / train (the vocabulary extension tools).
 #include <gtest/gtest.h>
+#include "../common/test_util.h"
 
 #include <unistd.h>
 
@@ -18,39 +19,13 @@
 
 namespace fs = std::filesystem;
 using namespace calpaca;
+using namespace calpaca::test;
 
 namespace {
 
 const std::string kTok = std::string(CALPACA_TEST_DATA) + "/tokenizers/";
 std::string tok_path(const std::string& name) { return kTok + name + "/tokenizer.model"; }
 
-struct TempDir {
-    fs::path p;
-    explicit TempDir(const std::string& tag) {
-        p = fs::temp_directory_path() / ("calpaca-toktools-" + tag + "-" + std::to_string(::getpid()));
-        fs::remove_all(p);
-        fs::create_directories(p);
-    }
-    ~TempDir() { fs::remove_all(p); }
-    std::string operator/(const std::string& f) const { return (p / f).string(); }
-};
-
-// The message of the Error fn throws; fails the test when nothing (or something else) is thrown.
-template <typename F>
-std::string error_of(F&& fn) {
-    try {
-        fn();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    ADD_FAILURE() << "no calpaca::Error thrown";
-    return {};
-}
-
-void expect_one_line(const std::string& msg, const std::string& needle) {
-    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-}
 
 // ---------------------------------------------------------------------------------------
 // merge
