@@ -107,6 +107,17 @@ struct LegacyLogprobs {
     }
 };
 
+// The fields every completion object and chunk starts with.
+Json response_head(const std::string& id, const char* object, int64_t created, const std::string& model) {
+    Json c;
+    c["id"] = id;
+    c["object"] = object;
+    c["created"] = created;
+    c["model"] = model;
+    c["system_fingerprint"] = kFingerprint;
+    return c;
+}
+
 Json usage_json(int64_t prompt, int64_t completion, int64_t cached) {
     Json u;
     u["prompt_tokens"] = prompt;
@@ -232,12 +243,7 @@ public:
 
 private:
     Json chunk(int index, Json delta, const Json& finish, const Json& logprobs) const {
-        Json c;
-        c["id"] = id_;
-        c["object"] = "chat.completion.chunk";
-        c["created"] = created_;
-        c["model"] = model_;
-        c["system_fingerprint"] = kFingerprint;
+        Json c = response_head(id_, "chat.completion.chunk", created_, model_);
         Json ch;
         ch["index"] = index;
         ch["delta"] = std::move(delta);
@@ -276,12 +282,7 @@ private:
     }
     void end(std::string& out) override {
         if (include_usage_) {
-            Json c;
-            c["id"] = id_;
-            c["object"] = "chat.completion.chunk";
-            c["created"] = created_;
-            c["model"] = model_;
-            c["system_fingerprint"] = kFingerprint;
+            Json c = response_head(id_, "chat.completion.chunk", created_, model_);
             c["choices"] = Json::array();
             c["usage"] = usage_json(prompt_, completion_, cached_);
             out += sse(c);
@@ -316,12 +317,7 @@ public:
 
 private:
     Json chunk(int index, const std::string& text, const Json& logprobs, const Json& finish) const {
-        Json c;
-        c["id"] = id_;
-        c["object"] = "text_completion";
-        c["created"] = created_;
-        c["model"] = model_;
-        c["system_fingerprint"] = kFingerprint;
+        Json c = response_head(id_, "text_completion", created_, model_);
         Json ch;
         ch["text"] = text;
         ch["index"] = index;
@@ -359,11 +355,7 @@ private:
     }
     void end(std::string& out) override {
         if (g_.include_usage) {
-            Json c;
-            c["id"] = id_;
-            c["object"] = "text_completion";
-            c["created"] = created_;
-            c["model"] = model_;
+            Json c = response_head(id_, "text_completion", created_, model_);
             c["choices"] = Json::array();
             c["usage"] = usage_json(prompt_tokens_, completion_, cached_);
             out += sse(c);
@@ -594,12 +586,7 @@ Reply Api::chat(const Json& body, const ClosedFn& closed) {
                                                            req.gen.include_usage, req.gen.logprobs >= 0)};
     }
     auto results = run_blocking(sched_, std::move(specs), closed);
-    Json r;
-    r["id"] = random_id("chatcmpl-");
-    r["object"] = "chat.completion";
-    r["created"] = unix_now();
-    r["model"] = opt_.model_id;
-    r["system_fingerprint"] = kFingerprint;
+    Json r = response_head(random_id("chatcmpl-"), "chat.completion", unix_now(), opt_.model_id);
     Json choices = Json::array();
     int64_t completion = 0;
     for (size_t i = 0; i < results.size(); ++i) {
@@ -655,12 +642,7 @@ Reply Api::completions(const Json& body, const ClosedFn& closed) {
         return Reply{200, {}, std::make_shared<CompletionStream>(job, tok, opt_.model_id, req.gen, std::move(prompts))};
     }
     auto results = run_blocking(sched_, std::move(specs), closed);
-    Json r;
-    r["id"] = random_id("cmpl-");
-    r["object"] = "text_completion";
-    r["created"] = unix_now();
-    r["model"] = opt_.model_id;
-    r["system_fingerprint"] = kFingerprint;
+    Json r = response_head(random_id("cmpl-"), "text_completion", unix_now(), opt_.model_id);
     Json choices = Json::array();
     int64_t prompt_tokens = 0, completion = 0, cached = 0;
     for (const auto& p : prompts) prompt_tokens += static_cast<int64_t>(p.ids.size());
