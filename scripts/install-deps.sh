@@ -4,7 +4,8 @@ set -euo pipefail
 PKGS=(build-essential cmake g++ pkg-config
       libprotobuf-dev protobuf-compiler libfmt-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
       libsentencepiece-dev sentencepiece libgtest-dev libgmock-dev libbenchmark-dev
-      clang libclang-rt-14-dev python3 ccache libssl-dev libpng-dev libopenmpi-dev openmpi-bin)
+      clang libclang-rt-14-dev python3 ccache libssl-dev libpng-dev libopenmpi-dev openmpi-bin
+      g++-aarch64-linux-gnu qemu-user-static)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -50,7 +50,9 @@ double magnitude(DType wt, const void* w, DType at, const void* a, int64_t n) {
 
 TEST(QuantKernels, IsaIsReported) {
     const std::string isa = quant_kernel_isa();
-    EXPECT_TRUE(isa == "avx512-vnni" || isa == "avx-vnni" || isa == "avx2" || isa == "scalar") << isa;
+    EXPECT_TRUE(isa == "avx512-vnni" || isa == "avx-vnni" || isa == "avx2" || isa == "neon-dotprod" || isa == "neon" ||
+                isa == "scalar")
+        << isa;
     std::printf("[ quant ] fast kernels: %s\n", isa.c_str());
 }
 

@@ -1,5 +1,6 @@
-// gemm_q_tile for builds without AVX2 (older x86, ARM: no NEON tile kernels yet): vec_dot_q
-// on up to 4 tokens per weight row.
+// gemm_q_tile for builds without AVX2 (older x86, ARM): vec_dot_q on up to 4 tokens per
+// weight row — on AArch64 that is the NEON row kernel (quant_dot_neon.cpp); there are no
+// NEON tile kernels.
 #if !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
 
 #include <algorithm>

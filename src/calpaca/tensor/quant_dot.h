@@ -8,8 +8,9 @@
 // (quant_dot_x86.cpp with AVX2, and AVX-512 VNNI / AVX-VNNI dot instructions where the
 // build targets them) compute the same integer sums, so they differ from the reference
 // only by f32 summation order; the fast activation quantizers are byte-identical to the
-// reference ones. Builds without AVX2 (ARM included: no NEON kernels yet) use the
-// reference loops (quant_dot_generic.cpp).
+// reference ones. AArch64 builds use quant_dot_neon.cpp (NEON s8×s8 products, `vdotq_s32`
+// when the build targets the dot-product extension), with the same integer sums; builds
+// with neither use the reference loops (quant_dot_generic.cpp).
 #pragma once
 #include <cstdint>
 
@@ -31,8 +32,8 @@ float vec_dot_q_ref(DType w, const void* wrow, const void* arow, int64_t n);
 // for all nt activation rows (prompt processing / batched decode).
 void vec_dot_q(DType w, const void* wrow, const void* const* arows, int nt, int64_t n, float* out);
 
-// The instruction set the fast kernels were built for: "avx512-vnni", "avx-vnni", "avx2"
-// or "scalar".
+// The instruction set the fast kernels were built for: "avx512-vnni", "avx-vnni", "avx2",
+// "neon-dotprod", "neon" or "scalar".
 const char* quant_kernel_isa();
 
 }  // namespace calpaca

@@ -1,6 +1,7 @@
-// Portable fallback for the fast quantized kernels, used when the build does not target AVX2
-// (quant_dot_x86.cpp) — older x86 and ARM (there are no NEON kernels yet): the reference loops.
-#if !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+// Portable fallback for the fast quantized kernels, used when the build targets neither AVX2
+// (quant_dot_x86.cpp) nor AArch64 NEON (quant_dot_neon.cpp) — older x86, 32-bit ARM, other
+// CPUs: the reference loops. Exactly one of the three files compiles on any target.
+#if !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)) && !(defined(__ARM_NEON) && defined(__aarch64__))
 
 #include "calpaca/base/error.h"
 #include "calpaca/tensor/quant_dot.h"

@@ -1,6 +1,6 @@
 // Reference quantized dot products: plain loops over the decoded integer codes, one f32
 // scale product per (sub-)block, summed in order. The yardstick for quant_dot_x86.cpp /
-// quant_dot_arm.cpp.
+// quant_dot_neon.cpp.
 #include "calpaca/base/error.h"
 #include "calpaca/tensor/quant.h"
 #include "calpaca/tensor/quant_blocks.h"

@@ -1,7 +1,7 @@
 // x86 fast quantized kernels (AVX2 + FMA + F16C; the u8×s8 dot of the legacy types uses
 // VPDPBUSD when the build targets AVX-512 VNNI or AVX-VNNI). Built when the compiler targets
 // AVX2 (CALPACA_NATIVE on an AVX2 machine, or -march=x86-64-v3); otherwise
-// quant_dot_arm.cpp or quant_dot_generic.cpp provides the same functions.
+// quant_dot_neon.cpp (AArch64) or quant_dot_generic.cpp provides the same functions.
 //
 // Technique (the standard one for int8 SIMD): weight codes are unpacked to 32 bytes per
 // 32 elements; _mm256_maddubs_epi16 multiplies unsigned codes by signed activation bytes
