@@ -164,7 +164,8 @@ TEST(DType, HalfAndBfloatConversions) {
 }
 
 // The register-blocked dense matmul (3 rows × 4 tokens, K chunks of 512, tails) for 1 to 13
-// tokens, an odd row count and a row spanning three K chunks, on 1 and 3 threads.
+// tokens and the prefill order (17 and 40 tokens: 48-row blocks, a partial one), an odd row count
+// and a row spanning three K chunks, on 1 and 3 threads.
 TEST(Kernels, TiledDenseMatmulForOneToThirteenTokens) {
     std::mt19937 rng(555);
     std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -173,7 +174,7 @@ TEST(Kernels, TiledDenseMatmulForOneToThirteenTokens) {
         const int64_t rows = 67, cols = 1100;
         auto w = random_matrix(t, rows, cols, rng);
         MatrixView m{w.data(), t, rows, cols};
-        for (int64_t ntok = 1; ntok <= 13; ++ntok) {
+        for (int64_t ntok : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 17, 40}) {
             std::vector<float> x(ntok * cols);
             for (auto& v : x) v = nd(rng);
             std::vector<float> ref(ntok * rows), y1(ntok * rows), y3(ntok * rows);
@@ -200,7 +201,7 @@ TEST(Kernels, DenseMatmulIsBatchInvariant) {
             const int64_t rows = 70;
             auto w = random_matrix(t, rows, cols, rng);
             MatrixView m{w.data(), t, rows, cols};
-            for (int64_t ntok : {2, 5, 9}) {
+            for (int64_t ntok : {2, 5, 9, 17, 38}) {
                 std::vector<float> x(ntok * cols), y(ntok * rows), y1(rows);
                 for (auto& v : x) v = nd(rng);
                 matmul(m, x.data(), ntok, y.data(), &pool);
@@ -209,6 +210,33 @@ TEST(Kernels, DenseMatmulIsBatchInvariant) {
                     for (int64_t r = 0; r < rows; ++r)
                         ASSERT_EQ(y[k * rows + r], y1[r]) << dtype_name(t) << " cols " << cols << " ntok " << ntok << " tok " << k << " row " << r;
                 }
+            }
+        }
+    }
+}
+
+// to_f32 for F16 / BF16 (vectorised with F16C / AVX2 where built) against the scalar
+// conversions, on all 65536 bit patterns: bit-identical except that NaNs only need to stay NaN
+// (hardware conversion quiets signalling NaNs). Odd offsets and lengths exercise the tails.
+TEST(Kernels, ToF32MatchesScalarConversionOnEveryPattern) {
+    std::vector<uint16_t> all(65536 + 3);
+    for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i * 40503u);  // odd multiplier: a permutation
+    for (DType t : {DType::F16, DType::BF16}) {
+        for (size_t off : {size_t{0}, size_t{3}}) {
+            const size_t n = all.size() - off;
+            std::vector<float> got(n);
+            to_f32(t, all.data() + off, got.data(), n);
+            for (size_t i = 0; i < n; ++i) {
+                const uint16_t h = all[off + i];
+                const float want = t == DType::F16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
+                if (std::isnan(want)) {
+                    ASSERT_TRUE(std::isnan(got[i])) << dtype_name(t) << " pattern " << h;
+                    continue;
+                }
+                uint32_t a, b;
+                std::memcpy(&a, &want, 4);
+                std::memcpy(&b, &got[i], 4);
+                ASSERT_EQ(a, b) << dtype_name(t) << " pattern 0x" << std::hex << h;
             }
         }
     }

@@ -25,20 +25,35 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
     const uint8_t* p = static_cast<const uint8_t*>(src);
     switch (t) {
         case DType::F32: std::memcpy(dst, src, n * 4); return;
-        case DType::F16:
-            for (size_t i = 0; i < n; ++i) {
+        case DType::F16: {
+            size_t i = 0;
+#ifdef CALPACA_AVX2
+            // F16C: exact like fp16_to_fp32 for every finite value, infinity and NaN-ness
+            for (; i + 8 <= n; i += 8)
+                _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i))));
+#endif
+            for (; i < n; ++i) {
                 uint16_t h;
                 std::memcpy(&h, p + 2 * i, 2);
                 dst[i] = fp16_to_fp32(h);
             }
             return;
-        case DType::BF16:
-            for (size_t i = 0; i < n; ++i) {
+        }
+        case DType::BF16: {
+            size_t i = 0;
+#ifdef CALPACA_AVX2
+            for (; i + 8 <= n; i += 8) {
+                const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i)));
+                _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+            }
+#endif
+            for (; i < n; ++i) {
                 uint16_t h;
                 std::memcpy(&h, p + 2 * i, 2);
                 dst[i] = bf16_to_fp32(h);
             }
             return;
+        }
         default:
             if (!is_quantized(t)) fail("cannot convert {} data to f32", dtype_name(t));
             dequantize_row(t, src, dst, static_cast<int64_t>(n));
