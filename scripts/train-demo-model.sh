@@ -10,8 +10,9 @@
 # thread count and inputs reproduce the same file. Re-running resumes the step that was interrupted
 # (each training step checkpoints every 50 optimizer steps).
 #
-# Budget: sized for about 2.5 hours on a 2-core machine with the defaults below (PT_ROUNDS x
-# PT_STEPS x 8 x 256 tokens, then SFT_STEPS x 8 sequences); raise or lower PT_STEPS / SFT_STEPS to fit.
+# Budget: the defaults below (PT_ROUNDS x PT_STEPS x 8 x 256 tokens, then SFT_STEPS x 8 sequences) took
+# 72.6 minutes with 2 threads on the 2-core development VM (models/README.md); about 2.5 hours allows
+# e.g. PT_ROUNDS=5 or PT_STEPS=600. `scripts/demo-model-card.sh` then prints the model card's figures.
 # Usage: scripts/train-demo-model.sh [OUT.gguf]   (default models/calpaca-demo.gguf)
 #   env: CALPACA (build/calpaca) DATA (../shared/data) WORK (build/demo-train) THREADS (2)
 #        DIM LAYERS HEADS KV FF PT_ROUNDS PT_STEPS SFT_STEPS PT_LINES
