@@ -236,9 +236,12 @@ double LlamaTrainModel::head_and_loss(const float* x_last, const Example& ex, in
     // one) W^T [E][V] is built once per call and the product runs as an ordinary matmul (rows = E,
     // reduction over the vocabulary): matmul_tn would stream and convert the whole 55k-row head once
     // per token block, which measured ~30 % of a pre-training step on the demo model's shape.
+    // The copy is a second head in memory, so it is only made up to 256 MiB (a 55k × 1024 head);
+    // larger heads (7B: 0.9 GB) keep matmul_tn, whose cost is small next to their layers'.
+    constexpr int64_t kMaxTransposeBytes = int64_t{256} << 20;
     std::vector<float> wt;
     MatrixView wtv;
-    if (backward && hv.type == DType::F32) {
+    if (backward && hv.type == DType::F32 && V * E * 4 <= kMaxTransposeBytes) {
         wt.resize(static_cast<size_t>(V * E));
         const float* w = static_cast<const float*>(hv.data);
         auto body = [&](size_t c0, size_t c1) {
