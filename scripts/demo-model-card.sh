@@ -19,11 +19,12 @@ W=${WORK:-build/demo-train}
 T=${THREADS:-2}
 MODEL=${1:-models/calpaca-demo.gguf}
 PLOTS=${PLOTS:-models}
-HELD=tests/fixtures/corpus/heldout-100k.txt
+HELD=$W/heldout-100k.txt   # a copy of tests/fixtures/corpus/heldout-100k.txt: train eval caches next to its input
 PLACEHOLDER=tests/fixtures/models/calpaca-demo.gguf
 bases=$(ls "$W"/base[1-9]*.gguf 2>/dev/null | sort -V | tail -n 1 || true)
 [ -f "$MODEL" ] || { echo "demo-model-card: no model at $MODEL" >&2; exit 1; }
 [ -f "$W/pt.txt" ] || { echo "demo-model-card: no pre-training text at $W/pt.txt (run scripts/train-demo-model.sh first)" >&2; exit 1; }
+cp tests/fixtures/corpus/heldout-100k.txt "$HELD"
 
 # --- loss plots: the rounds' logs joined (step and elapsed time continued)
 awk -F, -v OFS=, 'FNR == 1 { if (NR == 1) print; off = last; toff = tlast; next }
@@ -31,7 +32,7 @@ awk -F, -v OFS=, 'FNR == 1 { if (NR == 1) print; off = last; toff = tlast; next 
 "$CALPACA" train plot "$W/pt-all.csv" -o "$PLOTS/loss-pretraining.png"
 "$CALPACA" train plot "$W/sft/train_log.csv" -o "$PLOTS/loss-sft.png"
 
-echo "## Held-out perplexity ($HELD)"
+echo "## Held-out perplexity (tests/fixtures/corpus/heldout-100k.txt)"
 echo
 echo "| model | train eval (256-token blocks) | perplexity -c 256 |"
 echo "|---|---:|---:|"

@@ -9,7 +9,9 @@ CALPACA=$1 SRC=$2 W=$3
 rm -rf "$W" && mkdir -p "$W"
 MODEL=$SRC/models/calpaca-demo.gguf
 CARD=$SRC/models/README.md
-HELD=$SRC/tests/fixtures/corpus/heldout-100k.txt
+# a copy in the scratch dir: train eval caches the tokenized text next to its input
+cp "$SRC/tests/fixtures/corpus/heldout-100k.txt" "$W/heldout.txt"
+HELD=$W/heldout.txt
 pass=0 fail=0
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
