@@ -10,6 +10,7 @@
 #endif
 
 #include "calpaca/base/error.h"
+#include "calpaca/tensor/simd_x86.h"
 #include "calpaca/tensor/kernels.h"
 
 namespace calpaca {
@@ -32,13 +33,7 @@ inline float load1(DType t, const uint8_t* p, int64_t i) {
 }
 
 #ifdef CALPACA_ATT_AVX2
-inline float hsum(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-    return _mm_cvtss_f32(lo);
-}
+using x86::hsum;
 
 template <bool F16>
 inline __m256 load8(const uint8_t* p, int64_t i) {

@@ -40,4 +40,9 @@ void gemm_q_tile_ref(DType wt, const uint8_t* w, size_t wrb, int64_t r0, int64_t
 // vec_dot_q on up to 4 tokens at a time).
 bool gemm_q_tiled(DType wt);
 
+// gemm_q_tile's row form, shared by every build (gemm_ref.cpp): vec_dot_q of each weight row
+// against up to 4 tokens at a time — the decode path and the types without a tile kernel.
+void gemm_q_rows(DType wt, const uint8_t* w, size_t wrb, int64_t r0, int64_t r1, const ActPanel& a, int64_t t0,
+                 int64_t t1, int64_t kb0, int64_t kb1, float* y, int64_t ldy, bool accumulate);
+
 }  // namespace calpaca

@@ -3,8 +3,6 @@
 // NEON tile kernels.
 #if !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
 
-#include <algorithm>
-
 #include "calpaca/tensor/gemm.h"
 #include "calpaca/tensor/quant_dot.h"
 
@@ -14,24 +12,7 @@ bool gemm_q_tiled(DType) { return false; }
 
 void gemm_q_tile(DType wt, const uint8_t* w, size_t wrb, int64_t r0, int64_t r1, const ActPanel& a, int64_t t0,
                  int64_t t1, int64_t kb0, int64_t kb1, float* y, int64_t ldy, bool accumulate) {
-    const auto& wi = dtype_info(wt);
-    const auto& ai = dtype_info(vec_dot_type(wt));
-    const int64_t n = (kb1 - kb0) * wi.block_size;
-    const size_t aoff = static_cast<size_t>(kb0 * (wi.block_size / ai.block_size)) * ai.type_size;
-    for (int64_t r = r0; r < r1; ++r) {
-        const uint8_t* wrow = w + static_cast<size_t>(r) * wrb + static_cast<size_t>(kb0) * wi.type_size;
-        for (int64_t t = t0; t < t1; t += 4) {
-            const int nt = static_cast<int>(std::min<int64_t>(4, t1 - t));
-            const void* rows[4];
-            for (int k = 0; k < nt; ++k) rows[k] = a.q + static_cast<size_t>(t + k) * a.rb + aoff;
-            float o[4];
-            vec_dot_q(wt, wrow, rows, nt, n, o);
-            for (int k = 0; k < nt; ++k) {
-                float& out = y[(t + k) * ldy + r];
-                out = accumulate ? out + o[k] : o[k];
-            }
-        }
-    }
+    gemm_q_rows(wt, w, wrb, r0, r1, a, t0, t1, kb0, kb1, y, ldy, accumulate);
 }
 
 }  // namespace calpaca

@@ -20,47 +20,18 @@
 #include "calpaca/tensor/gemm.h"
 #include "calpaca/tensor/quant_blocks.h"
 #include "calpaca/tensor/quant_dot.h"
+#include "calpaca/tensor/simd_x86.h"
 
 namespace calpaca {
 
 using namespace quant;
+using namespace x86;
 
 namespace {
 
-inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
-inline __m256i loadu(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
-inline float hsum(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-    return _mm_cvtss_f32(lo);
-}
 
-inline __m256i dot_u8s8(__m256i a, __m256i b) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b);
-#elif defined(__AVXVNNI__)
-    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b);
-#else
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1));
-#endif
-}
 
-inline __m256i nibbles32(const uint8_t* qs) {
-    __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
-}
-inline __m256i high_bits32(const uint8_t* qh) {
-    uint32_t x;
-    std::memcpy(&x, qh, 4);
-    const __m256i spread = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(static_cast<int>(x)),
-        _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL, 0x0303030303030303LL));
-    const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
-    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
-}
 
 struct TQ4_0 {
     using B = BlockQ4_0;
@@ -163,28 +134,6 @@ void gemm_tiles(const uint8_t* w, size_t wrb, int64_t r0, int64_t r1, const ActP
     for (; r < r1; ++r) run_tokens<T, 1>(w, wrb, r, a, t0, t1, kb0, nb, y, ldy, accumulate);
 }
 
-void gemm_rows(DType wt, const uint8_t* w, size_t wrb, int64_t r0, int64_t r1, const ActPanel& a, int64_t t0,
-               int64_t t1, int64_t kb0, int64_t kb1, float* y, int64_t ldy, bool accumulate) {
-    const auto& wi = dtype_info(wt);
-    const auto& ai = dtype_info(vec_dot_type(wt));
-    const int64_t n = (kb1 - kb0) * wi.block_size;
-    const size_t aoff = static_cast<size_t>(kb0 * (wi.block_size / ai.block_size)) * ai.type_size;
-    for (int64_t r = r0; r < r1; ++r) {
-        const uint8_t* wrow = w + static_cast<size_t>(r) * wrb + static_cast<size_t>(kb0) * wi.type_size;
-        for (int64_t t = t0; t < t1; t += 4) {
-            const int nt = static_cast<int>(std::min<int64_t>(4, t1 - t));
-            const void* rows[4];
-            for (int k = 0; k < nt; ++k) rows[k] = a.q + static_cast<size_t>(t + k) * a.rb + aoff;
-            float o[4];
-            vec_dot_q(wt, wrow, rows, nt, n, o);
-            for (int k = 0; k < nt; ++k) {
-                float& dst = y[(t + k) * ldy + r];
-                dst = accumulate ? dst + o[k] : o[k];
-            }
-        }
-    }
-}
-
 }  // namespace
 
 bool gemm_q_tiled(DType wt) { return wt == DType::Q4_0 || wt == DType::Q5_0 || wt == DType::Q8_0; }
@@ -194,7 +143,7 @@ void gemm_q_tile(DType wt, const uint8_t* w, size_t wrb, int64_t r0, int64_t r1,
     if (r0 >= r1 || t0 >= t1) return;
     // One token (decode): vec_dot_q's row kernels, which keep two accumulators per row, are
     // faster than a 2 × 1 tile (measured with BM_QMatmul tok:1).
-    if (t1 - t0 == 1) return gemm_rows(wt, w, wrb, r0, r1, a, t0, t1, kb0, kb1, y, ldy, accumulate);
+    if (t1 - t0 == 1) return gemm_q_rows(wt, w, wrb, r0, r1, a, t0, t1, kb0, kb1, y, ldy, accumulate);
     if (a.d) {
         switch (wt) {
             case DType::Q4_0: return gemm_tiles<Sym<TQ4_0>>(w, wrb, r0, r1, a, t0, t1, kb0, kb1, y, ldy, accumulate);
@@ -203,7 +152,7 @@ void gemm_q_tile(DType wt, const uint8_t* w, size_t wrb, int64_t r0, int64_t r1,
             default: break;
         }
     }
-    gemm_rows(wt, w, wrb, r0, r1, a, t0, t1, kb0, kb1, y, ldy, accumulate);
+    gemm_q_rows(wt, w, wrb, r0, r1, a, t0, t1, kb0, kb1, y, ldy, accumulate);
 }
 
 }  // namespace calpaca

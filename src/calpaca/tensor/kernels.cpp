@@ -16,6 +16,7 @@
 #include "calpaca/tensor/quant.h"
 #include "calpaca/tensor/quant_blocks.h"
 #include "calpaca/tensor/quant_dot.h"
+#include "calpaca/tensor/simd_x86.h"
 
 namespace calpaca {
 
@@ -239,13 +240,7 @@ void matmul_ref(const MatrixView& w, const float* x, int64_t n_tok, float* y) {
 namespace {
 
 #ifdef CALPACA_AVX2
-inline float hsum(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-    return _mm_cvtss_f32(lo);
-}
+using x86::hsum;
 inline __m256 load8(DType t, const uint8_t* p, int64_t i) {
     switch (t) {
         case DType::F16: return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i)));

@@ -21,23 +21,17 @@
 #include "calpaca/tensor/quant.h"
 #include "calpaca/tensor/quant_blocks.h"
 #include "calpaca/tensor/quant_dot.h"
+#include "calpaca/tensor/simd_x86.h"
 
 namespace calpaca {
 
 using namespace quant;
+using namespace x86;
 
 namespace {
 
-inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 inline uint16_t f2h(float f) { return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
 
-inline float hsum(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-    return _mm_cvtss_f32(lo);
-}
 inline int hsum_i32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
@@ -57,16 +51,6 @@ inline float hmax(__m256 v) {
 }
 inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 
-// Sums of 4 adjacent u8×s8 products → 8 int32.
-inline __m256i dot_u8s8(__m256i a, __m256i b) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b);
-#elif defined(__AVXVNNI__)
-    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b);
-#else
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1));
-#endif
-}
 // u8 codes × s8 activations, pairs summed and multiplied by a per-16-element int16 scale.
 inline __m256i dot_scaled(__m256i q, __m256i y, __m256i scale16) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scale16);
@@ -74,25 +58,8 @@ inline __m256i dot_scaled(__m256i q, __m256i y, __m256i scale16) {
 inline __m256i scales_2x16(int lo, int hi) {  // elements 0..15 scaled by lo, 16..31 by hi
     return _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(hi)), _mm_set1_epi16(static_cast<int16_t>(lo)));
 }
-inline __m256i loadu(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 inline __m256i srl16(__m256i v, int n) { return _mm256_srl_epi16(v, _mm_cvtsi32_si128(n)); }
 
-// 16 bytes of packed nibbles → 32 bytes: element j (j<16) = low nibble of qs[j], element
-// j+16 = high nibble (the legacy layout).
-inline __m256i nibbles32(const uint8_t* qs) {
-    __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
-}
-// 32 bits (little-endian) → 32 bytes, 0x10 where bit j is set.
-inline __m256i high_bits32(const uint8_t* qh) {
-    uint32_t x;
-    std::memcpy(&x, qh, 4);
-    const __m256i spread = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(static_cast<int>(x)),
-        _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL, 0x0303030303030303LL));
-    const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
-    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
-}
 
 // ------------------------------------------------------------------ legacy × Q8_0 / Q8_1
 struct DecQ4_0 {
