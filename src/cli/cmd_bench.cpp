@@ -44,6 +44,7 @@ static Command add_bench(CLI::App& root) {
                 b.measure_bandwidth = !o->no_bandwidth;
                 auto model = Model::load(o->model);
                 ThreadPool pool(o->threads > 0 ? o->threads : default_thread_count());
+                model->pack_weights(&pool);
                 BenchResult r = run_bench(*model, pool, b);
                 if (o->json)
                     std::printf("%s\n", bench_json(r).dump(2).c_str());

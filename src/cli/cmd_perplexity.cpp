@@ -46,6 +46,7 @@ static Command add_perplexity(CLI::App& root) {
                 const std::vector<int32_t> tokens = perplexity_tokenize(*model, text, source);
                 const int64_t n_chunks = perplexity_chunks(static_cast<int64_t>(tokens.size()), p, source);
                 ThreadPool pool(o->threads > 0 ? o->threads : default_thread_count());
+                model->pack_weights(&pool);
                 const bool tty = Progress::stderr_is_terminal();
                 if (tty)
                     std::fprintf(stderr, "perplexity: %lld windows of %lld tokens, %lld tokens in the text\n",

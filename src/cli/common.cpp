@@ -38,9 +38,9 @@ void ModelOptions::add(CLI::App* app, bool required) {
 }
 
 std::unique_ptr<Model> ModelOptions::load(ThreadPool* pool) const {
-    if (lora.empty()) return Model::load(model, vocab);
-    auto m = Model::load(model);
-    apply_lora_in_memory(*m, lora, vocab, pool);
+    auto m = lora.empty() ? Model::load(model, vocab) : Model::load(model);
+    if (!lora.empty()) apply_lora_in_memory(*m, lora, vocab, pool);
+    if (!reference) m->pack_weights(pool);  // --reference runs matmul_ref on the row layout
     return m;
 }
 

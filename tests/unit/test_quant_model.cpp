@@ -22,6 +22,7 @@
 #include "calpaca/model/model.h"
 #include "calpaca/model/session.h"
 #include "calpaca/tensor/kernels.h"
+#include "calpaca/tensor/packed.h"
 #include "calpaca/tensor/quant.h"
 #include "calpaca/tokenizer/tokenizer.h"
 
@@ -283,6 +284,51 @@ TEST(QuantizeGolden, RandomModelLogitsPerType) {
     EXPECT_LT(err["Q5_0"], err["Q4_0"]);
     EXPECT_LT(err["Q5_1"], err["Q4_1"]);
     EXPECT_LT(err["F16"], err["Q8_0"]);
+    fs::remove_all(dir);
+}
+
+// Model::pack_weights (tensor/packed.h): the packed Q4_0 / Q8_0 matrices give the logits of the
+// row layout up to f32 summation order, for a prompt (prefill tiles) and a decode step. (The
+// 8-bit quantization of every matmul's input absorbs most last-bit differences: measured 0.)
+// A wrong packed matrix does change the logits: the check at the end swaps one.
+TEST(QuantizeGolden, PackedWeightsGiveTheSameLogits) {
+    const fs::path dir = scratch("packed");
+    const std::string f32 = (dir / "f32.gguf").string();
+    write_small_model(f32, 256, 2, 4, 2, 512, 0.0625f, 9);
+    ThreadPool pool(2);
+    std::vector<int32_t> ids = {1};
+    std::mt19937 rng(4);
+    for (int i = 0; i < 20; ++i) ids.push_back(3 + static_cast<int32_t>(rng() % 297));
+    QuantizeOptions opt;
+    opt.threads = 2;
+    opt.progress = false;
+    opt.pure = true;
+    for (const char* name : {"Q4_0", "Q8_0"}) {
+        SCOPED_TRACE(name);
+        const std::string q = (dir / (std::string(name) + ".gguf")).string();
+        quantize_gguf(f32, q, mix_of(name), opt);
+        auto plain = Model::load(q);
+        auto packed = Model::load(q);
+        packed->pack_weights(&pool);
+        if (packed_kernels_available()) {
+            ASSERT_NE(packed->layers[1].w_down.packed, nullptr);
+            ASSERT_NE(packed->layers[0].wk.packed, nullptr);
+            ASSERT_EQ(packed->output.packed, nullptr);  // 300 rows: not a multiple of 8, row layout kept
+        }
+        EXPECT_EQ(plain->layers[1].w_down.packed, nullptr);
+        for (size_t n : {ids.size(), size_t(1)}) {
+            const std::vector<int32_t> prompt(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n));
+            const auto a = logits_of(*plain, prompt, &pool), b = logits_of(*packed, prompt, &pool);
+            const double e = rel_l2(b, a);
+            std::printf("[ golden ] %s packed vs row layout, %zu tokens: rel logit difference %.2e\n", name, n, e);
+            EXPECT_LT(e, 1e-5);
+        }
+        if (packed_kernels_available()) {
+            const auto good = logits_of(*packed, ids, &pool);
+            packed->layers[1].w_down.packed = packed->layers[1].w_up.packed;  // same shape, wrong weights
+            EXPECT_GT(rel_l2(logits_of(*packed, ids, &pool), good), 0.01);
+        }
+    }
     fs::remove_all(dir);
 }
 

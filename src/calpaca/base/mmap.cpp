@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 #include "calpaca/base/error.h"
@@ -55,6 +56,29 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
         o.size_ = 0;
     }
     return *this;
+}
+
+void MappedFile::drop_pages(const void* p, size_t n) const {
+    const auto* b = static_cast<const uint8_t*>(p);
+    if (!data_ || b < data_ || n > size_ || b - data_ > static_cast<std::ptrdiff_t>(size_ - n)) return;
+    const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t lo = (reinterpret_cast<uintptr_t>(b) + page - 1) / page * page;
+    const uintptr_t hi = (reinterpret_cast<uintptr_t>(b) + n) / page * page;
+    if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
+AnonBuffer::AnonBuffer(size_t n) : size_(n) {
+    if (n == 0) return;
+    void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) fail("cannot allocate {} MiB: {}", n >> 20, std::strerror(errno));
+#ifdef MADV_HUGEPAGE
+    ::madvise(p, n, MADV_HUGEPAGE);  // a hint only
+#endif
+    data_ = static_cast<uint8_t*>(p);
+}
+
+AnonBuffer::~AnonBuffer() {
+    if (data_) ::munmap(data_, size_);
 }
 
 void MappedFile::release() {

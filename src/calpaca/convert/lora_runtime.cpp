@@ -100,6 +100,7 @@ void apply_lora_in_memory(Model& model, const std::vector<std::string>& dirs, co
             std::vector<uint8_t> bytes(row_bytes(mv->type, static_cast<uint64_t>(cols)) * static_cast<uint64_t>(rows));
             encode_rows(w.data(), static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), mv->type, bytes.data(), pool);
             mv->data = model.adopt(std::move(bytes));
+            mv->packed = nullptr;
         }
         if (!a.tokenizer_model.empty()) tokenizer = a.tokenizer_model;
         std::fprintf(stderr, "lora: merged %s (r=%lld, alpha=%g, %zu LoRA pairs, %zu replaced tensors)\n", dir.c_str(),

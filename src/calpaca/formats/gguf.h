@@ -97,6 +97,8 @@ public:
     const std::vector<GGUFTensorInfo>& tensors() const { return tensors_; }
     const GGUFTensorInfo* find_tensor(const std::string& name) const;
     const uint8_t* tensor_data(const GGUFTensorInfo& t) const { return data_ + data_offset_ + t.offset; }
+    // MappedFile::drop_pages on the file's mapping (no-op for bytes that are not in it).
+    void drop_pages(const void* p, size_t n) const { map_.drop_pages(p, n); }
 
 private:
     GGUFFile() = default;

@@ -1,6 +1,11 @@
 #include "calpaca/model/model.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "calpaca/base/error.h"
+#include "calpaca/base/threadpool.h"
+#include "calpaca/tensor/packed.h"
 
 namespace calpaca {
 
@@ -84,6 +89,31 @@ std::unique_ptr<Model> Model::load(const std::string& path, const std::string& v
         m->layers.push_back(std::move(L));
     }
     return m;
+}
+
+void Model::pack_weights(ThreadPool* pool) {
+    if (const char* e = std::getenv("CALPACA_PACK"); e && std::strcmp(e, "0") == 0) return;
+    std::vector<MatrixView*> todo;
+    for (auto& L : layers)
+        for (MatrixView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) todo.push_back(v);
+    todo.push_back(&output);
+    for (MatrixView* v : todo) {
+        if (v->packed || !packable(v->type, v->rows, v->cols)) continue;
+        const size_t n = packed_bytes(v->type, v->rows, v->cols);
+        auto buf = std::make_unique<AnonBuffer>(n);
+        const int64_t groups = v->rows / kPackRows;
+        auto body = [&](size_t g0, size_t g1) {
+            calpaca::pack_weights(v->type, v->data, v->cols, static_cast<int64_t>(g0), static_cast<int64_t>(g1), buf->data());
+        };
+        if (pool)
+            pool->parallel_for(static_cast<size_t>(groups), body);
+        else
+            body(0, static_cast<size_t>(groups));
+        v->packed = buf->data();
+        packed_.push_back(std::move(buf));
+        // tok_embd may share these bytes (tied output): it reads single rows, which fault back in
+        file_->drop_pages(v->data, n);
+    }
 }
 
 void Model::embed(int32_t id, float* out) const {

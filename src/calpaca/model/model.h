@@ -12,6 +12,8 @@
 
 namespace calpaca {
 
+class ThreadPool;
+
 struct LayerWeights {
     std::vector<float> attn_norm, ffn_norm;  // small: copied to f32 at load
     MatrixView wq, wk, wv, wo;               // attn_q/k/v/output
@@ -34,6 +36,12 @@ public:
     std::vector<float> output_norm;
     std::vector<LayerWeights> layers;
 
+    // Makes packed copies (tensor/packed.h) of the layer and output matrices that have none and
+    // are packable (Q4_0 / Q8_0 on x86 AVX2), and lets the kernel reclaim their mapped pages.
+    // Call after any in-memory change of the weights (apply_lora_in_memory); matmul then uses
+    // the copies. CALPACA_PACK=0 in the environment turns it off (for comparisons).
+    void pack_weights(ThreadPool* pool);
+
     // Embedding row of token id as f32 (checks the id).
     void embed(int32_t id, float* out) const;
 
@@ -49,6 +57,7 @@ private:
     LlamaConfig cfg_;
     std::unique_ptr<Tokenizer> tok_;
     std::deque<std::vector<uint8_t>> owned_;  // adopt()
+    std::deque<std::unique_ptr<AnonBuffer>> packed_;  // pack_weights()
 };
 
 }  // namespace calpaca

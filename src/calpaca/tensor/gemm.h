@@ -19,12 +19,14 @@
 namespace calpaca {
 
 // Quantized activations: token t's row at q + t * rb (type vec_dot_type(w)); for Q8_0 rows
-// also their block scales as f32 at d + t * ld (nullptr for the other activation types).
+// also their block scales as f32 at d + t * ld (nullptr for the other activation types), and
+// the sums of each block's 32 codes at s + t * ld (packed Q4_0 kernels: the -8 offset).
 struct ActPanel {
     const uint8_t* q = nullptr;
     size_t rb = 0;
     const float* d = nullptr;
     int64_t ld = 0;
+    const int32_t* s = nullptr;
 };
 
 // For r in [r0, r1), t in [t0, t1):

@@ -13,6 +13,7 @@
 #include "calpaca/base/error.h"
 #include "calpaca/base/threadpool.h"
 #include "calpaca/tensor/gemm.h"
+#include "calpaca/tensor/packed.h"
 #include "calpaca/tensor/quant.h"
 #include "calpaca/tensor/quant_blocks.h"
 #include "calpaca/tensor/quant_dot.h"
@@ -70,10 +71,13 @@ struct QuantizedActs {
     DType type;
     size_t row_bytes;
     std::vector<uint8_t> data;
-    std::vector<float> d;  // [n_tok][cols / 32] when type == Q8_0 and !reference
+    std::vector<float> d;    // [n_tok][cols / 32] when type == Q8_0 and !reference
+    std::vector<int32_t> s;  // the same blocks' sums of codes
     int64_t ld = 0;
     const uint8_t* row(int64_t t) const { return data.data() + static_cast<size_t>(t) * row_bytes; }
-    ActPanel panel() const { return ActPanel{data.data(), row_bytes, d.empty() ? nullptr : d.data(), ld}; }
+    ActPanel panel() const {
+        return ActPanel{data.data(), row_bytes, d.empty() ? nullptr : d.data(), ld, s.empty() ? nullptr : s.data()};
+    }
 };
 
 void quantize_acts(DType wtype, const float* x, int64_t n_tok, int64_t cols, bool reference, ThreadPool* pool,
@@ -83,10 +87,13 @@ void quantize_acts(DType wtype, const float* x, int64_t n_tok, int64_t cols, boo
     q.data.resize(q.row_bytes * static_cast<size_t>(n_tok));
     const bool scales = !reference && q.type == DType::Q8_0;
     q.ld = scales ? cols / quant::QK : 0;
-    if (scales)
+    if (scales) {
         q.d.resize(static_cast<size_t>(q.ld * n_tok));
-    else
+        q.s.resize(static_cast<size_t>(q.ld * n_tok));
+    } else {
         q.d.clear();
+        q.s.clear();
+    }
     auto body = [&](size_t t0, size_t t1) {
         for (size_t t = t0; t < t1; ++t) {
             uint8_t* dst = q.data.data() + t * q.row_bytes;
@@ -97,7 +104,13 @@ void quantize_acts(DType wtype, const float* x, int64_t n_tok, int64_t cols, boo
             if (scales) {
                 const auto* blocks = reinterpret_cast<const quant::BlockQ8_0*>(dst);
                 float* d = q.d.data() + t * static_cast<size_t>(q.ld);
-                for (int64_t b = 0; b < q.ld; ++b) d[b] = fp16_to_fp32(blocks[b].d);
+                int32_t* sum = q.s.data() + t * static_cast<size_t>(q.ld);
+                for (int64_t b = 0; b < q.ld; ++b) {
+                    d[b] = fp16_to_fp32(blocks[b].d);
+                    int32_t acc = 0;
+                    for (int i = 0; i < quant::QK; ++i) acc += blocks[b].qs[i];
+                    sum[b] = acc;
+                }
             }
         }
     };
@@ -153,6 +166,24 @@ void matmul_rows(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, fl
         body(0, static_cast<size_t>(w.rows));
 }
 
+// Packed weights (tensor/packed.h): groups of 8 rows split over the pool; tokens in blocks
+// whose quantized activations fit in L2 (<= 256 KiB), so each weight byte is read from memory
+// once per token block and a group's weights stay in L1/L2 while the block's tiles pass them.
+void matmul_packed(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, float* y, ThreadPool* pool) {
+    const ActPanel ap = qa.panel();
+    const int64_t groups = w.rows / kPackRows;
+    const int64_t tok_block = std::max<int64_t>(4, std::min<int64_t>(256, static_cast<int64_t>(256 * 1024 / qa.row_bytes) / 4 * 4));
+    auto body = [&](size_t g0, size_t g1) {
+        for (int64_t t0 = 0; t0 < n_tok; t0 += tok_block)
+            gemm_packed(w.type, w.packed, w.cols, static_cast<int64_t>(g0), static_cast<int64_t>(g1), ap, t0,
+                        std::min(n_tok, t0 + tok_block), y, w.rows);
+    };
+    if (pool && groups >= 8)
+        pool->parallel_for(static_cast<size_t>(groups), body);
+    else
+        body(0, static_cast<size_t>(groups));
+}
+
 // Tiled types: activations quantized once; rows split over the pool. Prefill (more than 16
 // tokens) is cache-blocked: the inner dimension in chunks of 4096 elements (a 4096-wide
 // matrix in one chunk; 1024-element chunks measured 1.5x slower: more tile set-up and
@@ -163,6 +194,7 @@ void matmul_quant(const MatrixView& w, const float* x, int64_t n_tok, float* y, 
     thread_local QuantizedActs q;  // reused across calls: no allocation per token in decode
     quantize_acts(w.type, x, n_tok, w.cols, false, pool, q);
     const size_t rb = static_cast<size_t>(row_bytes(w.type, static_cast<uint64_t>(w.cols)));
+    if (w.packed && packable(w.type, w.rows, w.cols)) return matmul_packed(w, q, n_tok, y, pool);
     if (!gemm_q_tiled(w.type)) return matmul_rows(w, q, n_tok, y, pool);
     const ActPanel ap = q.panel();
     const uint8_t* base = static_cast<const uint8_t*>(w.data);

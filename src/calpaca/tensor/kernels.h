@@ -21,6 +21,10 @@ struct MatrixView {
     DType type = DType::F32;
     int64_t rows = 0;  // output features (GGUF ne[1])
     int64_t cols = 0;  // input features  (GGUF ne[0])
+    // Optional copy of the same weights in the packed 8-row layout (tensor/packed.h), made at
+    // model load where packable(); matmul uses it, matmul_ref and row() use data. Whoever
+    // replaces data must reset it.
+    const uint8_t* packed = nullptr;
     const uint8_t* row(int64_t r) const { return static_cast<const uint8_t*>(data) + r * row_bytes(type, cols); }
 };
 

@@ -1,0 +1,57 @@
+// Row-interleaved ("packed") copies of quantized weights for the x86 kernels.
+//
+// Why: with one weight row per dot product, every 32-element block costs an unpack, two
+// sign operations, a multiply-add chain and, at the end, a horizontal sum per row and token;
+// decode ran at ~55 % of the memory bandwidth and prompt processing at ~1/3 of the integer
+// peak. Interleaving 8 rows puts 4 codes of each of the 8 rows in one 256-bit register, so
+// one broadcast of 4 activation bytes feeds 8 rows at once, the 8 int32 lanes of a register
+// are the 8 rows' sums (no horizontal sums), the 8 rows' scales convert with one
+// instruction, and an 8-row tile's output is one store. No library offers ggml's block types
+// in this layout, so it is written here (the layout is our own; ggml's CPU backend repacks
+// Q4_0 the same way in spirit).
+//
+// Layout (groups of kPackRows = 8 consecutive weight rows; per group, per 32-element block b,
+// one packed block; groups are stored one after another, blocks of a group in order):
+//   Q4_0x8 (144 B): uint16 d[8] (row r's scale); uint8 qs[128]: bytes 32j + 4r + i (j < 4,
+//                   i < 4) = row r's original qs[4j + i] (low nibble: element 4j + i, high
+//                   nibble: element 16 + 4j + i).
+//   Q8_0x8 (272 B): uint16 d[8]; int8 qs[256]: byte 32j + 4r + i (j < 8) = row r's qs[4j + i].
+// pack_weights / unpack_weights convert between the GGUF row layout and this one, byte for byte.
+//
+// gemm_packed computes, per (row, token), the same integer block sums as vec_dot_q_ref and
+// scales them in f32 once per block (d_w * d_a), summed in block order with FMA; a result does
+// not depend on the tile shape or the thread split. gemm_packed_ref is its plain twin (unpacks
+// the group's rows and calls vec_dot_q_ref).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "calpaca/tensor/dtype.h"
+#include "calpaca/tensor/gemm.h"
+
+namespace calpaca {
+
+constexpr int kPackRows = 8;
+
+// Whether this build has packed kernels for weight type t with this shape (Q4_0 / Q8_0, rows a
+// multiple of 8, AVX2 builds); matmul uses a packed copy only then.
+bool packable(DType t, int64_t rows, int64_t cols);
+// Whether this build has the fast packed kernels at all (x86 AVX2).
+bool packed_kernels_available();
+// Bytes of the packed copy (the same as the row layout's: the blocks are only reordered).
+size_t packed_bytes(DType t, int64_t rows, int64_t cols);
+
+// Rows [8*g0, 8*g1) of a row-major quantized matrix (src: its first row) into the packed
+// layout (dst: the packed matrix's start; group g is written at its own offset).
+void pack_weights(DType t, const void* src, int64_t cols, int64_t g0, int64_t g1, uint8_t* dst);
+// The inverse for the whole matrix (tests).
+void unpack_weights(DType t, const uint8_t* packed, int64_t rows, int64_t cols, void* dst);
+
+// For rows r in [8*g0, 8*g1) and tokens t in [t0, t1):  y[t * ldy + r] = row r · activation t
+// (a: vec_dot_type(t) = Q8_0 rows; the fast kernel also needs a.d and, for Q4_0, a.s).
+void gemm_packed(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a, int64_t t0,
+                 int64_t t1, float* y, int64_t ldy);
+void gemm_packed_ref(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a,
+                     int64_t t0, int64_t t1, float* y, int64_t ldy);
+
+}  // namespace calpaca

@@ -1,0 +1,160 @@
+// AVX2 kernels on packed (8-row interleaved) Q4_0 / Q8_0 weights (packed.h).
+//
+// A tile is the 8 rows of one group × NT tokens (NT <= 4), over all blocks of the row. Per
+// block and token, 4-byte slices of the token's Q8_0 activations are broadcast to all 8 lanes
+// and multiplied with the interleaved codes by _mm256_maddubs_epi16 (u8 × s8, pairs summed to
+// int16), so lane r accumulates row r's block sum:
+//   Q4_0: the raw nibbles c (0..15) are the unsigned operand; the 8 steps of a block are added
+//         in int16 (each step <= 2·15·127, eight <= 30480: no overflow) and widened once; the
+//         offset is applied as sum((c-8)·a) = sum(c·a) - 8·sum(a), sum(a) from ActPanel::s.
+//   Q8_0: |w| is the unsigned operand and the sign moves onto the activations (_mm256_sign_epi8);
+//         each step is widened to int32 (two steps could reach 2·32258 and overflow int16).
+// The int32 block sums are exactly vec_dot_q_ref's; they are scaled by d_w·d_a (the 8 rows'
+// d converted with one vcvtph2ps) and accumulated with FMA in block order, so every (row,
+// token) gets the same arithmetic whatever tile or thread covers it.
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "calpaca/base/error.h"
+#include "calpaca/tensor/packed.h"
+#include "calpaca/tensor/quant_blocks.h"
+
+namespace calpaca {
+
+using namespace quant;
+
+namespace {
+
+struct PackQ4_0 {
+    uint16_t d[kPackRows];
+    uint8_t qs[kPackRows * QK / 2];
+};
+struct PackQ8_0 {
+    uint16_t d[kPackRows];
+    int8_t qs[kPackRows * QK];
+};
+static_assert(sizeof(PackQ4_0) == 144 && sizeof(PackQ8_0) == 272);
+
+inline __m256i bcast4(const int8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m256 scales8(const uint16_t* d) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d))); }
+
+template <int NT>
+void tile_q4_0(const PackQ4_0* p, int64_t nb, const ActPanel& a, int64_t t, float* y, int64_t ldy) {
+    const BlockQ8_0* ar[NT];
+    const float* ad[NT];
+    const int32_t* as[NT];
+    __m256 acc[NT];
+    for (int k = 0; k < NT; ++k) {
+        ar[k] = reinterpret_cast<const BlockQ8_0*>(a.q + static_cast<size_t>(t + k) * a.rb);
+        ad[k] = a.d + (t + k) * a.ld;
+        as[k] = a.s + (t + k) * a.ld;
+        acc[k] = _mm256_setzero_ps();
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; ++b) {
+        __m256i s16[NT];
+        for (int k = 0; k < NT; ++k) s16[k] = _mm256_setzero_si256();
+        for (int j = 0; j < 4; ++j) {
+            const __m256i v = load(p[b].qs + 32 * j);
+            const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            for (int k = 0; k < NT; ++k) {
+                const int8_t* q = ar[k][b].qs;
+                s16[k] = _mm256_add_epi16(s16[k], _mm256_maddubs_epi16(lo, bcast4(q + 4 * j)));
+                s16[k] = _mm256_add_epi16(s16[k], _mm256_maddubs_epi16(hi, bcast4(q + 16 + 4 * j)));
+            }
+        }
+        const __m256 dw = scales8(p[b].d);
+        for (int k = 0; k < NT; ++k) {
+            const __m256i s32 = _mm256_sub_epi32(_mm256_madd_epi16(s16[k], ones), _mm256_set1_epi32(8 * as[k][b]));
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, _mm256_broadcast_ss(ad[k] + b)), acc[k]);
+        }
+    }
+    for (int k = 0; k < NT; ++k) _mm256_storeu_ps(y + (t + k) * ldy, acc[k]);
+}
+
+template <int NT>
+void tile_q8_0(const PackQ8_0* p, int64_t nb, const ActPanel& a, int64_t t, float* y, int64_t ldy) {
+    const BlockQ8_0* ar[NT];
+    const float* ad[NT];
+    __m256 acc[NT];
+    for (int k = 0; k < NT; ++k) {
+        ar[k] = reinterpret_cast<const BlockQ8_0*>(a.q + static_cast<size_t>(t + k) * a.rb);
+        ad[k] = a.d + (t + k) * a.ld;
+        acc[k] = _mm256_setzero_ps();
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; ++b) {
+        __m256i s32[NT];
+        for (int k = 0; k < NT; ++k) s32[k] = _mm256_setzero_si256();
+        for (int j = 0; j < 8; ++j) {
+            const __m256i v = load(p[b].qs + 32 * j);
+            const __m256i av = _mm256_sign_epi8(v, v);
+            for (int k = 0; k < NT; ++k) {
+                const __m256i prod = _mm256_maddubs_epi16(av, _mm256_sign_epi8(bcast4(ar[k][b].qs + 4 * j), v));
+                s32[k] = _mm256_add_epi32(s32[k], _mm256_madd_epi16(prod, ones));
+            }
+        }
+        const __m256 dw = scales8(p[b].d);
+        for (int k = 0; k < NT; ++k)
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[k]), _mm256_mul_ps(dw, _mm256_broadcast_ss(ad[k] + b)), acc[k]);
+    }
+    for (int k = 0; k < NT; ++k) _mm256_storeu_ps(y + (t + k) * ldy, acc[k]);
+}
+
+constexpr int kNT = 4;
+
+template <typename P, template <int> class Tile>
+void run(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a, int64_t t0, int64_t t1,
+         float* y, int64_t ldy) {
+    const int64_t nb = cols / QK;
+    for (int64_t g = g0; g < g1; ++g) {
+        const P* p = reinterpret_cast<const P*>(packed) + g * nb;
+        float* yg = y + g * kPackRows;
+        int64_t t = t0;
+        for (; t + kNT <= t1; t += kNT) Tile<kNT>::run(p, nb, a, t, yg, ldy);
+        switch (t1 - t) {
+            case 3: Tile<3>::run(p, nb, a, t, yg, ldy); break;
+            case 2: Tile<2>::run(p, nb, a, t, yg, ldy); break;
+            case 1: Tile<1>::run(p, nb, a, t, yg, ldy); break;
+            default: break;
+        }
+    }
+}
+
+template <int NT>
+struct TileQ4_0 {
+    static void run(const PackQ4_0* p, int64_t nb, const ActPanel& a, int64_t t, float* y, int64_t ldy) {
+        tile_q4_0<NT>(p, nb, a, t, y, ldy);
+    }
+};
+template <int NT>
+struct TileQ8_0 {
+    static void run(const PackQ8_0* p, int64_t nb, const ActPanel& a, int64_t t, float* y, int64_t ldy) {
+        tile_q8_0<NT>(p, nb, a, t, y, ldy);
+    }
+};
+
+}  // namespace
+
+void gemm_packed(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a, int64_t t0,
+                 int64_t t1, float* y, int64_t ldy) {
+    if (g0 >= g1 || t0 >= t1) return;
+    if (!a.d || (t == DType::Q4_0 && !a.s)) fail("gemm_packed: the activation panel lacks its f32 scales or block sums");
+    switch (t) {
+        case DType::Q4_0: return run<PackQ4_0, TileQ4_0>(packed, cols, g0, g1, a, t0, t1, y, ldy);
+        case DType::Q8_0: return run<PackQ8_0, TileQ8_0>(packed, cols, g0, g1, a, t0, t1, y, ldy);
+        default: fail("gemm_packed: no packed kernel for weight type {}", dtype_name(t));
+    }
+}
+
+}  // namespace calpaca
+
+#endif  // AVX2

@@ -1,0 +1,172 @@
+// Packed (8-row interleaved) Q4_0 / Q8_0 weights (tensor/packed.h): the layout on a hand-built
+// example, pack/unpack round trips, gemm_packed against gemm_packed_ref and against per-row
+// reference dot products (sub-ranges, 1 to 9 tokens, odd block counts), and matmul on a packed
+// view: the same bits for any thread count and any token tiling.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "calpaca/base/threadpool.h"
+#include "calpaca/tensor/dtype.h"
+#include "calpaca/tensor/kernels.h"
+#include "calpaca/tensor/packed.h"
+#include "calpaca/tensor/quant.h"
+#include "calpaca/tensor/quant_dot.h"
+#include "quant_fixture.h"
+
+using namespace calpaca;
+using namespace calpaca::qtest;
+
+namespace {
+
+// Quantized activations with the f32 scales and block sums the fast kernels take.
+struct Acts {
+    std::vector<uint8_t> q;
+    std::vector<float> d;
+    std::vector<int32_t> s;
+    size_t rb = 0;
+    int64_t nb = 0;
+    ActPanel panel() const { return ActPanel{q.data(), rb, d.data(), nb, s.data()}; }
+};
+
+Acts make_acts(const std::vector<float>& x, int64_t ntok, int64_t cols) {
+    Acts a;
+    a.rb = row_bytes(DType::Q8_0, cols);
+    a.nb = cols / 32;
+    a.q.resize(a.rb * ntok);
+    for (int64_t t = 0; t < ntok; ++t) {
+        quantize_act_ref(DType::Q8_0, x.data() + t * cols, a.q.data() + t * a.rb, cols);
+        for (int64_t b = 0; b < a.nb; ++b) {
+            const uint8_t* blk = a.q.data() + t * a.rb + b * 34;
+            uint16_t h;
+            std::memcpy(&h, blk, 2);
+            a.d.push_back(fp16_to_fp32(h));
+            int32_t sum = 0;
+            for (int i = 0; i < 32; ++i) sum += static_cast<int8_t>(blk[2 + i]);
+            a.s.push_back(sum);
+        }
+    }
+    return a;
+}
+
+}  // namespace
+
+TEST(Packed, LayoutOfAHandBuiltMatrix) {
+    // 8 rows x 64 columns of Q8_0 whose code bytes encode (row, block, index)
+    const int64_t rows = 8, cols = 64;
+    std::vector<uint8_t> w(row_bytes(DType::Q8_0, cols) * rows);
+    for (int r = 0; r < rows; ++r)
+        for (int b = 0; b < 2; ++b) {
+            uint8_t* blk = w.data() + r * 68 + b * 34;
+            blk[0] = static_cast<uint8_t>(r);
+            blk[1] = static_cast<uint8_t>(0x3c + b);
+            for (int i = 0; i < 32; ++i) blk[2 + i] = static_cast<uint8_t>(r * 64 + b * 32 + i);
+        }
+    ASSERT_TRUE(packed_bytes(DType::Q8_0, rows, cols) == w.size());
+    std::vector<uint8_t> p(w.size());
+    pack_weights(DType::Q8_0, w.data(), cols, 0, 1, p.data());
+    // block 1: scales of rows 0..7, then 4-byte slices: byte 32j + 4r + i = row r's code 4j + i
+    const uint8_t* b1 = p.data() + 272;
+    for (int r = 0; r < 8; ++r) {
+        EXPECT_EQ(b1[2 * r], r);
+        EXPECT_EQ(b1[2 * r + 1], 0x3d);
+    }
+    EXPECT_EQ(b1[16 + 32 * 5 + 4 * 3 + 2], static_cast<uint8_t>(3 * 64 + 32 + 5 * 4 + 2));
+    EXPECT_EQ(b1[16 + 32 * 7 + 4 * 7 + 3], static_cast<uint8_t>(7 * 64 + 32 + 31));
+    // Q4_0: 16 code bytes per row and block, 4 slices of 4 bytes
+    std::vector<uint8_t> w4(row_bytes(DType::Q4_0, cols) * rows);
+    for (size_t i = 0; i < w4.size(); ++i) w4[i] = static_cast<uint8_t>(i * 7 + 1);
+    std::vector<uint8_t> p4(w4.size());
+    pack_weights(DType::Q4_0, w4.data(), cols, 0, 1, p4.data());
+    const int r = 6, b = 1, j = 2, i = 1;
+    EXPECT_EQ(p4[b * 144 + 16 + 32 * j + 4 * r + i], w4[r * 36 + b * 18 + 2 + 4 * j + i]);
+    EXPECT_EQ(p4[b * 144 + 2 * r], w4[r * 36 + b * 18]);
+}
+
+TEST(Packed, PackUnpackRoundTripIsByteExact) {
+    std::mt19937 rng(5);
+    for (DType t : {DType::Q4_0, DType::Q8_0}) {
+        const int64_t rows = 24, cols = 7 * 32;
+        const auto w = quantized(t, random_vec(rows * cols, rng));
+        std::vector<uint8_t> p(packed_bytes(t, rows, cols)), back(w.size());
+        pack_weights(t, w.data(), cols, 0, 1, p.data());  // groups in any order and split
+        pack_weights(t, w.data(), cols, 2, 3, p.data());
+        pack_weights(t, w.data(), cols, 1, 2, p.data());
+        unpack_weights(t, p.data(), rows, cols, back.data());
+        EXPECT_EQ(back, w) << dtype_name(t);
+    }
+    EXPECT_FALSE(packable(DType::Q4_0, 12, 64));  // rows not a multiple of 8
+    EXPECT_FALSE(packable(DType::Q6_K, 16, 256));
+}
+
+TEST(Packed, GemmMatchesReferenceTwinAndRowDots) {
+    std::mt19937 rng(6);
+    for (DType t : {DType::Q4_0, DType::Q8_0}) {
+        SCOPED_TRACE(dtype_name(t));
+        for (int64_t nbk : {1, 3, 13}) {
+            const int64_t rows = 32, cols = nbk * 32, ntok = 9;
+            const auto w = quantized(t, random_vec(rows * cols, rng, 0.5f));
+            std::vector<uint8_t> p(packed_bytes(t, rows, cols));
+            pack_weights(t, w.data(), cols, 0, rows / 8, p.data());
+            const Acts a = make_acts(random_vec(ntok * cols, rng), ntok, cols);
+            for (int64_t t1 = 1; t1 <= ntok; ++t1) {
+                const int64_t g0 = 1, g1 = 4, t0 = t1 > 3 ? 2 : 0;
+                std::vector<float> fast(ntok * rows, 0.25f), ref(ntok * rows, 0.25f);
+                gemm_packed(t, p.data(), cols, g0, g1, a.panel(), t0, t1, fast.data(), rows);
+                gemm_packed_ref(t, p.data(), cols, g0, g1, a.panel(), t0, t1, ref.data(), rows);
+                for (int64_t tok = 0; tok < ntok; ++tok)
+                    for (int64_t r = 0; r < rows; ++r) {
+                        const size_t i = tok * rows + r;
+                        if (tok < t0 || tok >= t1 || r < 8 * g0 || r >= 8 * g1) {
+                            ASSERT_EQ(fast[i], 0.25f) << "wrote outside the tile";
+                            ASSERT_EQ(ref[i], 0.25f);
+                            continue;
+                        }
+                        const uint8_t* wrow = w.data() + r * row_bytes(t, cols);
+                        const uint8_t* arow = a.q.data() + tok * a.rb;
+                        const float want = vec_dot_q_ref(t, wrow, arow, cols);
+                        ASSERT_EQ(ref[i], want);
+                        const double tol = 2e-6 * magnitude(t, wrow, DType::Q8_0, arow, cols) + 1e-7;
+                        ASSERT_NEAR(fast[i], want, tol) << "tok " << tok << " row " << r;
+                    }
+            }
+        }
+    }
+}
+
+// matmul on a view with a packed copy: close to the row layout's reference, and bit-identical
+// for 1 or 3 threads and for any number of tokens around it (tile edges).
+TEST(Packed, MatmulOnPackedViewIsThreadAndTilingInvariant) {
+    if (!packed_kernels_available()) GTEST_SKIP() << "no packed kernels in this build";
+    std::mt19937 rng(7);
+    ThreadPool pool(3);
+    for (DType t : {DType::Q4_0, DType::Q8_0}) {
+        SCOPED_TRACE(dtype_name(t));
+        const int64_t rows = 96, cols = 4096 + 5 * 32, ntok = 23;
+        const auto w = quantized(t, random_vec(rows * cols, rng, 0.5f));
+        std::vector<uint8_t> p(packed_bytes(t, rows, cols));
+        pack_weights(t, w.data(), cols, 0, rows / 8, p.data());
+        MatrixView m{w.data(), t, rows, cols};
+        m.packed = p.data();
+        ASSERT_TRUE(packable(t, rows, cols));
+        const auto x = random_vec(ntok * cols, rng);
+        std::vector<float> all1(ntok * rows), all3(ntok * rows), ref(ntok * rows);
+        matmul(m, x.data(), ntok, all1.data(), nullptr);
+        matmul(m, x.data(), ntok, all3.data(), &pool);
+        matmul_ref(m, x.data(), ntok, ref.data());
+        const Acts a = make_acts(x, ntok, cols);
+        for (int64_t tok = 0; tok < ntok; ++tok) {
+            std::vector<float> one(rows);
+            matmul(m, x.data() + tok * cols, 1, one.data(), &pool);  // decode: one token
+            for (int64_t r = 0; r < rows; ++r) {
+                const size_t i = tok * rows + r;
+                const double tol = 2e-6 * magnitude(t, m.row(r), DType::Q8_0, a.q.data() + tok * a.rb, cols) + 1e-7;
+                ASSERT_NEAR(all1[i], ref[i], tol) << "tok " << tok << " row " << r;
+                ASSERT_EQ(all1[i], all3[i]) << "depends on the thread count";
+                ASSERT_EQ(all1[i], one[r]) << "depends on the token tiling";
+            }
+        }
+    }
+}
