@@ -2,7 +2,8 @@
 //   BM_QDot        one weight row · one activation row (vec_dot_q vs vec_dot_q_ref), n = 4096
 //   BM_QMatmul     matmul through kernels.h: decode (1 token) and prompt processing (64
 //                  tokens), reference / fast on one thread / fast on the pool; counters:
-//                  weight GB/s (bytes of weights streamed per call) and GOP/s (2·rows·cols·tokens)
+//                  weight GB/s (bytes of weights streamed per call) and GOP/s (2·rows·cols·tokens);
+//                  modes 3/4: the same on packed Q4_0 / Q8_0 weights (tensor/packed.h)
 //   BM_QGemmTile  gemm_q_tile (register-blocked rows × tokens) vs gemm_q_tile_ref on 8 and 64
 //                  tokens of prepared activations, one thread, 512 × 4096 weights; GOP/s
 //   BM_QActQuant   activation quantization Q8_0 / Q8_1 / Q8_K (fast vs ref), elements/s
@@ -19,6 +20,7 @@
 #include "calpaca/tensor/dtype.h"
 #include "calpaca/tensor/gemm.h"
 #include "calpaca/tensor/kernels.h"
+#include "calpaca/tensor/packed.h"
 #include "calpaca/tensor/quant.h"
 #include "calpaca/tensor/quant_dot.h"
 
@@ -78,7 +80,8 @@ void BM_QDot(benchmark::State& st) {
 }
 BENCHMARK(BM_QDot)->Apply([](benchmark::internal::Benchmark* b) { qtype_args(b, {0, 1}); })->ArgNames({"type", "fast"});
 
-// args: weight type, mode (0 ref, 1 fast one thread, 2 fast pool), tokens
+// args: weight type, mode (0 ref, 1 fast one thread, 2 fast pool, 3 packed one thread, 4
+// packed pool: tensor/packed.h, Q4_0 / Q8_0 only), tokens
 void BM_QMatmul(benchmark::State& st) {
     const DType t = static_cast<DType>(st.range(0));
     const int mode = static_cast<int>(st.range(1));
@@ -86,16 +89,27 @@ void BM_QMatmul(benchmark::State& st) {
     const int64_t cols = 4096, rows = mode == 0 ? 256 : 4096;  // the reference is slow: fewer rows
     const auto w = qbench_weights(t, rows, cols);
     MatrixView m{w.data(), t, rows, cols};
+    std::vector<uint8_t> packed;
+    if (mode >= 3) {
+        if (!packable(t, rows, cols)) {
+            st.SkipWithError("no packed kernel for this type in this build");
+            return;
+        }
+        packed.resize(packed_bytes(t, rows, cols));
+        pack_weights(t, w.data(), cols, 0, rows / kPackRows, packed.data());
+        m.packed = packed.data();
+    }
     const auto x = qbench_floats(static_cast<size_t>(ntok * cols), 9);
     std::vector<float> y(static_cast<size_t>(ntok * rows));
     for (auto _ : st) {
         if (mode == 0)
             matmul_ref(m, x.data(), ntok, y.data());
         else
-            matmul(m, x.data(), ntok, y.data(), mode == 2 ? &qbench_pool() : nullptr);
+            matmul(m, x.data(), ntok, y.data(), mode == 2 || mode == 4 ? &qbench_pool() : nullptr);
         benchmark::DoNotOptimize(y.data());
     }
-    st.SetLabel(std::string(dtype_name(t)) + (mode == 0 ? " ref" : mode == 1 ? " fast 1 thread" : " fast pool"));
+    const char* label[] = {" ref", " fast 1 thread", " fast pool", " packed 1 thread", " packed pool"};
+    st.SetLabel(std::string(dtype_name(t)) + label[mode]);
     st.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(w.size()) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
     st.counters["GOP/s"] =
         benchmark::Counter(2.0 * static_cast<double>(rows * cols * ntok) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
@@ -104,6 +118,9 @@ BENCHMARK(BM_QMatmul)
     ->Apply([](benchmark::internal::Benchmark* b) {
         for (DType t : kQTypes)
             for (int64_t mode : {0, 1, 2})
+                for (int64_t ntok : {1, 8, 64}) b->Args({static_cast<int64_t>(t), mode, ntok});
+        for (DType t : {DType::Q4_0, DType::Q8_0})
+            for (int64_t mode : {3, 4})
                 for (int64_t ntok : {1, 8, 64}) b->Args({static_cast<int64_t>(t), mode, ntok});
     })
     ->ArgNames({"type", "mode", "tok"})
