@@ -3,7 +3,9 @@
 //   BM_QMatmul     matmul through kernels.h: decode (1 token) and prompt processing (64
 //                  tokens), reference / fast on one thread / fast on the pool; counters:
 //                  weight GB/s (bytes of weights streamed per call) and GOP/s (2·rows·cols·tokens);
-//                  modes 3/4: the same on packed Q4_0 / Q8_0 weights (tensor/packed.h)
+//                  modes 3/4: the same on packed Q4_0 / Q8_0 / Q4_K weights (tensor/packed.h)
+//   BM_QDecodeDram one token against a matrix larger than the L3 (huge pages), row layout or
+//                  packed, 1 and 2 threads: the weight GB/s decode can stream
 //   BM_QGemmTile  gemm_q_tile (register-blocked rows × tokens) vs gemm_q_tile_ref on 8 and 64
 //                  tokens of prepared activations, one thread, 512 × 4096 weights; GOP/s
 //   BM_QActQuant   activation quantization Q8_0 / Q8_1 / Q8_K (fast vs ref), elements/s
@@ -16,6 +18,7 @@
 #include <random>
 #include <vector>
 
+#include "calpaca/base/mmap.h"
 #include "calpaca/base/threadpool.h"
 #include "calpaca/tensor/dtype.h"
 #include "calpaca/tensor/gemm.h"
@@ -80,8 +83,51 @@ void BM_QDot(benchmark::State& st) {
 }
 BENCHMARK(BM_QDot)->Apply([](benchmark::internal::Benchmark* b) { qtype_args(b, {0, 1}); })->ArgNames({"type", "fast"});
 
+// Decode from DRAM: one token against a 32768 x 4096 matrix (64-142 MB, larger than the L3),
+// held in huge-page memory as Model::pack_weights holds weights; args: weight type, packed
+// (Q4_0 / Q8_0 / Q4_K only), threads. weight_GB/s is the streaming rate decode reaches per matrix.
+void BM_QDecodeDram(benchmark::State& st) {
+    const DType t = static_cast<DType>(st.range(0));
+    const bool pack = st.range(1) != 0;
+    const int threads = static_cast<int>(st.range(2));
+    const int64_t rows = 32768, cols = 4096, tile = 256;
+    if (pack && !packable(t, rows, cols)) {
+        st.SkipWithError("no packed kernel for this type in this build");
+        return;
+    }
+    const auto one = qbench_weights(t, tile, cols);  // quantized once, repeated (timing only)
+    AnonBuffer w(one.size() * (rows / tile));
+    for (int64_t i = 0; i < rows / tile; ++i) std::memcpy(w.data() + static_cast<size_t>(i) * one.size(), one.data(), one.size());
+    MatrixView m{w.data(), t, rows, cols};
+    AnonBuffer p(pack ? packed_bytes(t, rows, cols) : 1);
+    if (pack) {
+        pack_weights(t, w.data(), cols, 0, rows / kPackRows, p.data());
+        m.packed = p.data();
+    }
+    ThreadPool pool(threads);
+    const auto x = qbench_floats(static_cast<size_t>(cols), 10);
+    std::vector<float> y(static_cast<size_t>(rows));
+    for (auto _ : st) {
+        matmul(m, x.data(), 1, y.data(), &pool);
+        benchmark::DoNotOptimize(y.data());
+    }
+    st.SetLabel(std::string(dtype_name(t)) + (pack ? " packed" : " rows") + ", " + std::to_string(threads) + " thread(s)");
+    st.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(row_bytes(t, cols) * rows) / 1e9,
+                                                    benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_QDecodeDram)
+    ->Apply([](benchmark::internal::Benchmark* b) {
+        for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K})
+            for (int64_t pack : {0, 1})
+                for (int64_t th : {1, 2})
+                    if (pack == 0 || t != DType::Q6_K) b->Args({static_cast<int64_t>(t), pack, th});
+    })
+    ->ArgNames({"type", "packed", "threads"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
 // args: weight type, mode (0 ref, 1 fast one thread, 2 fast pool, 3 packed one thread, 4
-// packed pool: tensor/packed.h, Q4_0 / Q8_0 only), tokens
+// packed pool: tensor/packed.h, Q4_0 / Q8_0 / Q4_K only), tokens
 void BM_QMatmul(benchmark::State& st) {
     const DType t = static_cast<DType>(st.range(0));
     const int mode = static_cast<int>(st.range(1));
@@ -119,7 +165,7 @@ BENCHMARK(BM_QMatmul)
         for (DType t : kQTypes)
             for (int64_t mode : {0, 1, 2})
                 for (int64_t ntok : {1, 8, 64}) b->Args({static_cast<int64_t>(t), mode, ntok});
-        for (DType t : {DType::Q4_0, DType::Q8_0})
+        for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K})
             for (int64_t mode : {3, 4})
                 for (int64_t ntok : {1, 8, 64}) b->Args({static_cast<int64_t>(t), mode, ntok});
     })

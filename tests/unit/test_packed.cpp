@@ -1,4 +1,4 @@
-// Packed (8-row interleaved) Q4_0 / Q8_0 weights (tensor/packed.h): the layout on a hand-built
+// Packed (8-row interleaved) Q4_0 / Q8_0 / Q4_K weights (tensor/packed.h): the layout on a hand-built
 // example, pack/unpack round trips, gemm_packed against gemm_packed_ref and against per-row
 // reference dot products (sub-ranges, 1 to 9 tokens, odd block counts), and matmul on a packed
 // view: the same bits for any thread count and any token tiling.
@@ -13,6 +13,7 @@
 #include "calpaca/tensor/kernels.h"
 #include "calpaca/tensor/packed.h"
 #include "calpaca/tensor/quant.h"
+#include "calpaca/tensor/quant_blocks.h"
 #include "calpaca/tensor/quant_dot.h"
 #include "quant_fixture.h"
 
@@ -21,23 +22,31 @@ using namespace calpaca::qtest;
 
 namespace {
 
-// Quantized activations with the f32 scales and block sums the fast kernels take.
+const DType kPackedTypes[] = {DType::Q4_0, DType::Q8_0, DType::Q4_K};
+
+// Quantized activations (vec_dot_type of the weights) with, for Q8_0, the f32 scales and
+// block sums the fast kernels take.
 struct Acts {
+    DType type = DType::Q8_0;
     std::vector<uint8_t> q;
     std::vector<float> d;
     std::vector<int32_t> s;
     size_t rb = 0;
     int64_t nb = 0;
-    ActPanel panel() const { return ActPanel{q.data(), rb, d.data(), nb, s.data()}; }
+    ActPanel panel() const {
+        return type == DType::Q8_0 ? ActPanel{q.data(), rb, d.data(), nb, s.data()} : ActPanel{q.data(), rb, nullptr, 0, nullptr};
+    }
 };
 
-Acts make_acts(const std::vector<float>& x, int64_t ntok, int64_t cols) {
+Acts make_acts(DType wt, const std::vector<float>& x, int64_t ntok, int64_t cols) {
     Acts a;
-    a.rb = row_bytes(DType::Q8_0, cols);
+    a.type = vec_dot_type(wt);
+    a.rb = row_bytes(a.type, cols);
     a.nb = cols / 32;
     a.q.resize(a.rb * ntok);
     for (int64_t t = 0; t < ntok; ++t) {
-        quantize_act_ref(DType::Q8_0, x.data() + t * cols, a.q.data() + t * a.rb, cols);
+        quantize_act_ref(a.type, x.data() + t * cols, a.q.data() + t * a.rb, cols);
+        if (a.type != DType::Q8_0) continue;
         for (int64_t b = 0; b < a.nb; ++b) {
             const uint8_t* blk = a.q.data() + t * a.rb + b * 34;
             uint16_t h;
@@ -83,12 +92,32 @@ TEST(Packed, LayoutOfAHandBuiltMatrix) {
     const int r = 6, b = 1, j = 2, i = 1;
     EXPECT_EQ(p4[b * 144 + 16 + 32 * j + 4 * r + i], w4[r * 36 + b * 18 + 2 + 4 * j + i]);
     EXPECT_EQ(p4[b * 144 + 2 * r], w4[r * 36 + b * 18]);
+
+    // Q4_K: d, dmin, the unpacked 6-bit scales (8s + r) and mins (16(s/2) + 2r + s%2), codes at
+    // 160 + 256p + 32j + 4r + i
+    std::mt19937 rng(3);
+    const auto wk = quantized(DType::Q4_K, random_vec(8 * 256, rng));
+    std::vector<uint8_t> pk(packed_bytes(DType::Q4_K, 8, 256));
+    ASSERT_EQ(pk.size(), 1184u);
+    pack_weights(DType::Q4_K, wk.data(), 256, 0, 1, pk.data());
+    for (int row = 0; row < 8; ++row) {
+        const auto* blk = reinterpret_cast<const quant::BlockQ4_K*>(wk.data()) + row;
+        EXPECT_EQ(std::memcmp(pk.data() + 2 * row, &blk->d, 2), 0);
+        EXPECT_EQ(std::memcmp(pk.data() + 16 + 2 * row, &blk->dmin, 2), 0);
+        for (int sb = 0; sb < 8; ++sb) {
+            uint8_t sc, mn;
+            quant::scale_min_k4(sb, blk->scales, sc, mn);
+            EXPECT_EQ(pk[32 + 8 * sb + row], sc);
+            EXPECT_EQ(pk[96 + 16 * (sb / 2) + 2 * row + sb % 2], mn);
+        }
+        EXPECT_EQ(pk[160 + 256 * 3 + 32 * 5 + 4 * row + 1], blk->qs[32 * 3 + 4 * 5 + 1]);
+    }
 }
 
 TEST(Packed, PackUnpackRoundTripIsByteExact) {
     std::mt19937 rng(5);
-    for (DType t : {DType::Q4_0, DType::Q8_0}) {
-        const int64_t rows = 24, cols = 7 * 32;
+    for (DType t : kPackedTypes) {
+        const int64_t rows = 24, cols = 7 * (t == DType::Q4_K ? 256 : 32);
         const auto w = quantized(t, random_vec(rows * cols, rng));
         std::vector<uint8_t> p(packed_bytes(t, rows, cols)), back(w.size());
         pack_weights(t, w.data(), cols, 0, 1, p.data());  // groups in any order and split
@@ -99,18 +128,19 @@ TEST(Packed, PackUnpackRoundTripIsByteExact) {
     }
     EXPECT_FALSE(packable(DType::Q4_0, 12, 64));  // rows not a multiple of 8
     EXPECT_FALSE(packable(DType::Q6_K, 16, 256));
+    EXPECT_FALSE(packable(DType::Q4_K, 16, 96));  // not whole super-blocks
 }
 
 TEST(Packed, GemmMatchesReferenceTwinAndRowDots) {
     std::mt19937 rng(6);
-    for (DType t : {DType::Q4_0, DType::Q8_0}) {
+    for (DType t : kPackedTypes) {
         SCOPED_TRACE(dtype_name(t));
         for (int64_t nbk : {1, 3, 13}) {
-            const int64_t rows = 32, cols = nbk * 32, ntok = 9;
+            const int64_t rows = 32, cols = nbk * dtype_info(t).block_size, ntok = 9;
             const auto w = quantized(t, random_vec(rows * cols, rng, 0.5f));
             std::vector<uint8_t> p(packed_bytes(t, rows, cols));
             pack_weights(t, w.data(), cols, 0, rows / 8, p.data());
-            const Acts a = make_acts(random_vec(ntok * cols, rng), ntok, cols);
+            const Acts a = make_acts(t, random_vec(ntok * cols, rng), ntok, cols);
             for (int64_t t1 = 1; t1 <= ntok; ++t1) {
                 const int64_t g0 = 1, g1 = 4, t0 = t1 > 3 ? 2 : 0;
                 std::vector<float> fast(ntok * rows, 0.25f), ref(ntok * rows, 0.25f);
@@ -128,7 +158,7 @@ TEST(Packed, GemmMatchesReferenceTwinAndRowDots) {
                         const uint8_t* arow = a.q.data() + tok * a.rb;
                         const float want = vec_dot_q_ref(t, wrow, arow, cols);
                         ASSERT_EQ(ref[i], want);
-                        const double tol = 2e-6 * magnitude(t, wrow, DType::Q8_0, arow, cols) + 1e-7;
+                        const double tol = 2e-6 * magnitude(t, wrow, a.type, arow, cols) + 1e-7;
                         ASSERT_NEAR(fast[i], want, tol) << "tok " << tok << " row " << r;
                     }
             }
@@ -142,9 +172,9 @@ TEST(Packed, MatmulOnPackedViewIsThreadAndTilingInvariant) {
     if (!packed_kernels_available()) GTEST_SKIP() << "no packed kernels in this build";
     std::mt19937 rng(7);
     ThreadPool pool(3);
-    for (DType t : {DType::Q4_0, DType::Q8_0}) {
+    for (DType t : kPackedTypes) {
         SCOPED_TRACE(dtype_name(t));
-        const int64_t rows = 96, cols = 4096 + 5 * 32, ntok = 23;
+        const int64_t rows = 96, cols = 4096 + 5 * dtype_info(t).block_size, ntok = 23;
         const auto w = quantized(t, random_vec(rows * cols, rng, 0.5f));
         std::vector<uint8_t> p(packed_bytes(t, rows, cols));
         pack_weights(t, w.data(), cols, 0, rows / 8, p.data());
@@ -156,13 +186,13 @@ TEST(Packed, MatmulOnPackedViewIsThreadAndTilingInvariant) {
         matmul(m, x.data(), ntok, all1.data(), nullptr);
         matmul(m, x.data(), ntok, all3.data(), &pool);
         matmul_ref(m, x.data(), ntok, ref.data());
-        const Acts a = make_acts(x, ntok, cols);
+        const Acts a = make_acts(t, x, ntok, cols);
         for (int64_t tok = 0; tok < ntok; ++tok) {
             std::vector<float> one(rows);
             matmul(m, x.data() + tok * cols, 1, one.data(), &pool);  // decode: one token
             for (int64_t r = 0; r < rows; ++r) {
                 const size_t i = tok * rows + r;
-                const double tol = 2e-6 * magnitude(t, m.row(r), DType::Q8_0, a.q.data() + tok * a.rb, cols) + 1e-7;
+                const double tol = 2e-6 * magnitude(t, m.row(r), a.type, a.q.data() + tok * a.rb, cols) + 1e-7;
                 ASSERT_NEAR(all1[i], ref[i], tol) << "tok " << tok << " row " << r;
                 ASSERT_EQ(all1[i], all3[i]) << "depends on the thread count";
                 ASSERT_EQ(all1[i], one[r]) << "depends on the token tiling";

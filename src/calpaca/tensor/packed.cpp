@@ -19,11 +19,58 @@ namespace {
 int code_bytes(DType t) { return t == DType::Q4_0 ? QK / 2 : QK; }
 
 void check_type(DType t, const char* what) {
-    if (t != DType::Q4_0 && t != DType::Q8_0) fail("{}: no packed layout for weight type {} (Q4_0, Q8_0)", what, dtype_name(t));
+    if (t != DType::Q4_0 && t != DType::Q8_0 && t != DType::Q4_K)
+        fail("{}: no packed layout for weight type {} (Q4_0, Q8_0, Q4_K)", what, dtype_name(t));
 }
 
-// One packed block = 8 scales then the interleaved codes (packed.h).
-size_t packed_block_bytes(DType t) { return kPackRows * (2 + static_cast<size_t>(code_bytes(t))); }
+// One packed block (packed.h): 8 scales then the interleaved codes; Q4_K: 1184 bytes.
+size_t packed_block_bytes(DType t) {
+    if (t == DType::Q4_K) return 32 + 64 + 64 + 1024;
+    return kPackRows * (2 + static_cast<size_t>(code_bytes(t)));
+}
+int64_t block_elems(DType t) { return t == DType::Q4_K ? QK_K : QK; }
+
+// Q4_K's 12 scale bytes from the 8 six-bit scales and mins (the inverse of scale_min_k4; all
+// 96 bits are used, so unpack(pack(x)) == x byte for byte).
+void encode_scales_k4(const uint8_t sc[8], const uint8_t mn[8], uint8_t q[12]) {
+    for (int j = 0; j < 4; ++j) {
+        q[j] = static_cast<uint8_t>(sc[j] | ((sc[j + 4] >> 4) << 6));
+        q[j + 4] = static_cast<uint8_t>(mn[j] | ((mn[j + 4] >> 4) << 6));
+        q[j + 8] = static_cast<uint8_t>((sc[j + 4] & 15) | ((mn[j + 4] & 15) << 4));
+    }
+}
+
+// One Q4_K super-block of 8 rows (src[r]: row r's BlockQ4_K) into the packed block, and back.
+void pack_q4_k(const BlockQ4_K* const src[kPackRows], uint8_t* out) {
+    for (int r = 0; r < kPackRows; ++r) {
+        const BlockQ4_K& b = *src[r];
+        std::memcpy(out + 2 * r, &b.d, 2);
+        std::memcpy(out + 16 + 2 * r, &b.dmin, 2);
+        for (int s = 0; s < 8; ++s) {
+            uint8_t sc, m;
+            scale_min_k4(s, b.scales, sc, m);
+            out[32 + 8 * s + r] = sc;
+            out[96 + 16 * (s / 2) + 2 * r + (s % 2)] = m;
+        }
+        for (int p = 0; p < 4; ++p)
+            for (int j = 0; j < 8; ++j) std::memcpy(out + 160 + 256 * p + 32 * j + 4 * r, b.qs + 32 * p + 4 * j, 4);
+    }
+}
+void unpack_q4_k(const uint8_t* in, BlockQ4_K* const dst[kPackRows]) {
+    for (int r = 0; r < kPackRows; ++r) {
+        BlockQ4_K& b = *dst[r];
+        std::memcpy(&b.d, in + 2 * r, 2);
+        std::memcpy(&b.dmin, in + 16 + 2 * r, 2);
+        uint8_t sc[8], mn[8];
+        for (int s = 0; s < 8; ++s) {
+            sc[s] = in[32 + 8 * s + r];
+            mn[s] = in[96 + 16 * (s / 2) + 2 * r + (s % 2)];
+        }
+        encode_scales_k4(sc, mn, b.scales);
+        for (int p = 0; p < 4; ++p)
+            for (int j = 0; j < 8; ++j) std::memcpy(b.qs + 32 * p + 4 * j, in + 160 + 256 * p + 32 * j + 4 * r, 4);
+    }
+}
 
 }  // namespace
 
@@ -36,18 +83,29 @@ bool packed_kernels_available() {
 }
 
 bool packable(DType t, int64_t rows, int64_t cols) {
-    return packed_kernels_available() && (t == DType::Q4_0 || t == DType::Q8_0) && rows > 0 && rows % kPackRows == 0 &&
-           cols > 0 && cols % QK == 0;
+    return packed_kernels_available() && (t == DType::Q4_0 || t == DType::Q8_0 || t == DType::Q4_K) && rows > 0 &&
+           rows % kPackRows == 0 && cols > 0 && cols % block_elems(t) == 0;
 }
 
 size_t packed_bytes(DType t, int64_t rows, int64_t cols) {
     check_type(t, "packed_bytes");
-    return static_cast<size_t>(rows / kPackRows) * static_cast<size_t>(cols / QK) * packed_block_bytes(t);
+    return static_cast<size_t>(rows / kPackRows) * static_cast<size_t>(cols / block_elems(t)) * packed_block_bytes(t);
 }
 
 // Source block (row r, block b) = 2-byte d then code_bytes codes (BlockQ4_0 / BlockQ8_0).
 void pack_weights(DType t, const void* src, int64_t cols, int64_t g0, int64_t g1, uint8_t* dst) {
     check_type(t, "pack_weights");
+    if (t == DType::Q4_K) {
+        const int64_t nb = cols / QK_K;
+        const auto* rows = static_cast<const BlockQ4_K*>(src);
+        for (int64_t g = g0; g < g1; ++g)
+            for (int64_t b = 0; b < nb; ++b) {
+                const BlockQ4_K* blk[kPackRows];
+                for (int r = 0; r < kPackRows; ++r) blk[r] = rows + (g * kPackRows + r) * nb + b;
+                pack_q4_k(blk, dst + static_cast<size_t>(g * nb + b) * packed_block_bytes(t));
+            }
+        return;
+    }
     const int64_t nb = cols / QK;
     const size_t cb = static_cast<size_t>(code_bytes(t)), sb = 2 + cb, pb = packed_block_bytes(t);
     const size_t rb = static_cast<size_t>(nb) * sb;
@@ -67,6 +125,17 @@ void pack_weights(DType t, const void* src, int64_t cols, int64_t g0, int64_t g1
 void unpack_weights(DType t, const uint8_t* packed, int64_t rows, int64_t cols, void* dst) {
     check_type(t, "unpack_weights");
     if (rows % kPackRows != 0) fail("unpack_weights: {} rows is not a multiple of {}", rows, kPackRows);
+    if (t == DType::Q4_K) {
+        const int64_t nb = cols / QK_K;
+        auto* out = static_cast<BlockQ4_K*>(dst);
+        for (int64_t g = 0; g < rows / kPackRows; ++g)
+            for (int64_t b = 0; b < nb; ++b) {
+                BlockQ4_K* blk[kPackRows];
+                for (int r = 0; r < kPackRows; ++r) blk[r] = out + (g * kPackRows + r) * nb + b;
+                unpack_q4_k(packed + static_cast<size_t>(g * nb + b) * packed_block_bytes(t), blk);
+            }
+        return;
+    }
     const int64_t nb = cols / QK;
     const size_t cb = static_cast<size_t>(code_bytes(t)), sb = 2 + cb, pb = packed_block_bytes(t);
     const size_t rb = static_cast<size_t>(nb) * sb;
@@ -85,7 +154,7 @@ void unpack_weights(DType t, const uint8_t* packed, int64_t rows, int64_t cols, 
 void gemm_packed_ref(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a,
                      int64_t t0, int64_t t1, float* y, int64_t ldy) {
     check_type(t, "gemm_packed_ref");
-    const int64_t nb = cols / QK;
+    const int64_t nb = cols / block_elems(t);
     const size_t pb = packed_block_bytes(t), rb = row_bytes(t, static_cast<uint64_t>(cols));
     std::vector<uint8_t> rows(rb * kPackRows);
     for (int64_t g = g0; g < g1; ++g) {

@@ -16,6 +16,13 @@
 //                   i < 4) = row r's original qs[4j + i] (low nibble: element 4j + i, high
 //                   nibble: element 16 + 4j + i).
 //   Q8_0x8 (272 B): uint16 d[8]; int8 qs[256]: byte 32j + 4r + i (j < 8) = row r's qs[4j + i].
+//   Q4_Kx8 (1184 B, per 256-element super-block): uint16 d[8]; uint16 dmin[8]; uint8 sc[64]:
+//                   byte 8s + r = row r's 6-bit scale of sub-block s (s < 8); uint8 mn[64]: byte
+//                   16(s/2) + 2r + s%2 = its min (pairs of sub-blocks side by side per row, for
+//                   _mm256_madd_epi16); uint8 qs[1024]: byte 256p + 32j + 4r + i (p < 4, j < 8) =
+//                   row r's original qs[32p + 4j + i] (low nibble: sub-block 2p, element 4j + i;
+//                   high nibble: sub-block 2p + 1). The scales are unpacked from ggml's 12-byte
+//                   encoding, so the block is 32 bytes larger than 8 rows' (+2.8 %).
 // pack_weights / unpack_weights convert between the GGUF row layout and this one, byte for byte.
 //
 // gemm_packed computes, per (row, token), the same integer block sums as vec_dot_q_ref and
@@ -33,12 +40,13 @@ namespace calpaca {
 
 constexpr int kPackRows = 8;
 
-// Whether this build has packed kernels for weight type t with this shape (Q4_0 / Q8_0, rows a
-// multiple of 8, AVX2 builds); matmul uses a packed copy only then.
+// Whether this build has packed kernels for weight type t with this shape (Q4_0 / Q8_0 / Q4_K,
+// rows a multiple of 8, AVX2 builds); matmul uses a packed copy only then.
 bool packable(DType t, int64_t rows, int64_t cols);
 // Whether this build has the fast packed kernels at all (x86 AVX2).
 bool packed_kernels_available();
-// Bytes of the packed copy (the same as the row layout's: the blocks are only reordered).
+// Bytes of the packed copy (Q4_0 / Q8_0: the same as the row layout's, the bytes are only
+// reordered; Q4_K: 2.8 % more).
 size_t packed_bytes(DType t, int64_t rows, int64_t cols);
 
 // Rows [8*g0, 8*g1) of a row-major quantized matrix (src: its first row) into the packed
@@ -48,7 +56,8 @@ void pack_weights(DType t, const void* src, int64_t cols, int64_t g0, int64_t g1
 void unpack_weights(DType t, const uint8_t* packed, int64_t rows, int64_t cols, void* dst);
 
 // For rows r in [8*g0, 8*g1) and tokens t in [t0, t1):  y[t * ldy + r] = row r · activation t
-// (a: vec_dot_type(t) = Q8_0 rows; the fast kernel also needs a.d and, for Q4_0, a.s).
+// (a: rows of vec_dot_type(t), Q8_0 or Q8_K; for Q4_0 / Q8_0 the fast kernel also needs a.d
+// and, for Q4_0, a.s).
 void gemm_packed(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a, int64_t t0,
                  int64_t t1, float* y, int64_t ldy);
 void gemm_packed_ref(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a,
