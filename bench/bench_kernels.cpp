@@ -16,6 +16,7 @@
 #include "calpaca/model/attention.h"
 #include "calpaca/tensor/dtype.h"
 #include "calpaca/tensor/kernels.h"
+#include "calpaca/tensor/packed.h"
 
 using namespace calpaca;
 
@@ -42,7 +43,7 @@ ThreadPool& shared_pool() {
     return pool;
 }
 
-enum Mode { kRef = 0, kFast1 = 1, kFastAll = 2 };
+enum Mode { kRef = 0, kFast1 = 1, kFastAll = 2, kPacked1 = 3, kPackedAll = 4 };  // packed: F16 only (tensor/packed.h)
 
 // args: dtype, mode, rows, cols, tokens
 void BM_Matmul(benchmark::State& st) {
@@ -50,12 +51,22 @@ void BM_Matmul(benchmark::State& st) {
     const Mode mode = static_cast<Mode>(st.range(1));
     const int64_t rows = st.range(2), cols = st.range(3), ntok = st.range(4);
     const auto w = random_weights(t, rows, cols);
-    const MatrixView m{w.data(), t, rows, cols};
+    MatrixView m{w.data(), t, rows, cols};
+    std::vector<uint8_t> packed;
+    if (mode >= kPacked1) {
+        if (!packable(t, rows, cols)) {
+            st.SkipWithError("no packed kernel for this type in this build");
+            return;
+        }
+        packed.resize(packed_bytes(t, rows, cols));
+        pack_weights(t, w.data(), cols, 0, rows / kPackRows, packed.data());
+        m.packed = packed.data();
+    }
     std::vector<float> x(static_cast<size_t>(ntok * cols)), y(static_cast<size_t>(ntok * rows));
     std::mt19937 rng(1);
     std::normal_distribution<float> nd;
     for (auto& v : x) v = nd(rng);
-    ThreadPool* pool = mode == kFastAll ? &shared_pool() : nullptr;
+    ThreadPool* pool = mode == kFastAll || mode == kPackedAll ? &shared_pool() : nullptr;
     for (auto _ : st) {
         if (mode == kRef)
             matmul_ref(m, x.data(), ntok, y.data());
@@ -67,8 +78,9 @@ void BM_Matmul(benchmark::State& st) {
     const double calls = static_cast<double>(st.iterations());
     st.counters["GFLOPS"] = benchmark::Counter(calls * 2.0 * rows * cols * ntok / 1e9, benchmark::Counter::kIsRate);
     st.counters["weightGB/s"] = benchmark::Counter(calls * static_cast<double>(w.size()) / 1e9, benchmark::Counter::kIsRate);
-    st.counters["threads"] = mode == kFastAll ? shared_pool().size() : 1;
-    st.SetLabel(std::string(dtype_name(t)) + (mode == kRef ? " ref" : mode == kFast1 ? " fast 1 thread" : " fast all threads"));
+    st.counters["threads"] = pool ? shared_pool().size() : 1;
+    const char* label[] = {" ref", " fast 1 thread", " fast all threads", " packed 1 thread", " packed all threads"};
+    st.SetLabel(std::string(dtype_name(t)) + label[mode]);
 }
 
 void matmul_args(benchmark::internal::Benchmark* b) {
@@ -80,6 +92,12 @@ void matmul_args(benchmark::internal::Benchmark* b) {
         for (int mode : {kRef, kFast1, kFastAll}) b->Args({ti, mode, 4096, 4096, 64});
         // batched decode (8 server streams) through the 3-row × 4-token tiles
         for (int mode : {kFast1, kFastAll}) b->Args({ti, mode, 4096, 4096, 8});
+    }
+    const int64_t f16 = static_cast<int64_t>(DType::F16);
+    for (int mode : {kPacked1, kPackedAll}) {
+        b->Args({f16, mode, 11008, 4096, 1});
+        b->Args({f16, mode, 4096, 4096, 64});
+        b->Args({f16, mode, 4096, 4096, 8});
     }
 }
 BENCHMARK(BM_Matmul)->Apply(matmul_args)->ArgNames({"type", "mode", "rows", "cols", "tok"})->Unit(benchmark::kMillisecond)->UseRealTime();

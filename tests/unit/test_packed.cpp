@@ -4,6 +4,7 @@
 // view: the same bits for any thread count and any token tiling.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -196,6 +197,71 @@ TEST(Packed, MatmulOnPackedViewIsThreadAndTilingInvariant) {
                 ASSERT_NEAR(all1[i], ref[i], tol) << "tok " << tok << " row " << r;
                 ASSERT_EQ(all1[i], all3[i]) << "depends on the thread count";
                 ASSERT_EQ(all1[i], one[r]) << "depends on the token tiling";
+            }
+        }
+    }
+}
+
+// Packed F16 against f32 activations: the reference twin (double sums) on sub-ranges, column
+// chunks continuing bit for bit, and matmul on a packed view that gives every token the same bits
+// alone, in a batch of up to 16 (whole rows) or of more (token blocks × column chunks), on 1 or 3
+// threads.
+TEST(Packed, F16GemmMatchesReferenceAndIsOrderInvariant) {
+    std::mt19937 rng(8);
+    const int64_t rows = 40, cols = 1000, ntok = 11;
+    const auto wf = random_vec(rows * cols, rng, 0.5f);
+    std::vector<uint8_t> w(rows * cols * 2);
+    for (size_t i = 0; i < wf.size(); ++i) {
+        const uint16_t h = fp32_to_fp16(wf[i]);
+        std::memcpy(w.data() + 2 * i, &h, 2);
+    }
+    ASSERT_EQ(packed_bytes(DType::F16, rows, cols), w.size());
+    std::vector<uint8_t> p(w.size()), back(w.size());
+    pack_weights(DType::F16, w.data(), cols, 0, rows / 8, p.data());
+    unpack_weights(DType::F16, p.data(), rows, cols, back.data());
+    ASSERT_EQ(back, w);
+    uint16_t h0;  // row 3, column 7 sits at 16·7 + 2·3 of group 0
+    std::memcpy(&h0, p.data() + 16 * 7 + 2 * 3, 2);
+    EXPECT_EQ(h0, fp32_to_fp16(wf[3 * cols + 7]));
+    const auto x = random_vec(ntok * cols, rng);
+    for (int64_t t1 = 1; t1 <= ntok; ++t1) {
+        const int64_t g0 = 1, g1 = 5, t0 = t1 > 4 ? 1 : 0;
+        std::vector<float> fast(ntok * rows, 0.25f), ref(ntok * rows, 0.25f), chunked(ntok * rows, 0.25f);
+        gemm_packed_f16(p.data(), cols, g0, g1, 0, cols, x.data(), cols, t0, t1, fast.data(), rows);
+        gemm_packed_f16_ref(p.data(), cols, g0, g1, 0, cols, x.data(), cols, t0, t1, ref.data(), rows);
+        gemm_packed_f16(p.data(), cols, g0, g1, 0, 301, x.data(), cols, t0, t1, chunked.data(), rows);
+        gemm_packed_f16(p.data(), cols, g0, g1, 301, cols, x.data(), cols, t0, t1, chunked.data(), rows);
+        for (int64_t t = 0; t < ntok; ++t)
+            for (int64_t r = 0; r < rows; ++r) {
+                const size_t i = t * rows + r;
+                if (t < t0 || t >= t1 || r < 8 * g0 || r >= 8 * g1) {
+                    ASSERT_EQ(fast[i], 0.25f) << "wrote outside the tile";
+                    continue;
+                }
+                double mag = 0;
+                for (int64_t k = 0; k < cols; ++k)
+                    mag += std::fabs(static_cast<double>(fp16_to_fp32(fp32_to_fp16(wf[r * cols + k]))) * x[t * cols + k]);
+                ASSERT_NEAR(fast[i], ref[i], 1e-6 * mag) << "tok " << t << " row " << r;
+                ASSERT_EQ(fast[i], chunked[i]) << "column chunks changed the sum";
+            }
+    }
+    if (!packed_kernels_available()) return;
+    ThreadPool pool(3);
+    MatrixView m{w.data(), DType::F16, rows, cols};
+    m.packed = p.data();
+    const int64_t big = 70;  // > 16 tokens: token blocks × column chunks
+    const auto xb = random_vec(big * cols, rng);
+    std::vector<float> all1(big * rows), all3(big * rows), few(9 * rows), one(rows);
+    matmul(m, xb.data(), big, all1.data(), nullptr);
+    matmul(m, xb.data(), big, all3.data(), &pool);
+    matmul(m, xb.data(), 9, few.data(), &pool);
+    for (int64_t t = 0; t < big; ++t) {
+        matmul(m, xb.data() + t * cols, 1, one.data(), &pool);
+        for (int64_t r = 0; r < rows; ++r) {
+            ASSERT_EQ(all1[t * rows + r], all3[t * rows + r]) << "depends on the thread count";
+            ASSERT_EQ(all1[t * rows + r], one[r]) << "decode alone differs from the batch, tok " << t;
+            if (t < 9) {
+                ASSERT_EQ(few[t * rows + r], one[r]);
             }
         }
     }

@@ -287,7 +287,7 @@ TEST(QuantizeGolden, RandomModelLogitsPerType) {
     fs::remove_all(dir);
 }
 
-// Model::pack_weights (tensor/packed.h): the packed Q4_0 / Q8_0 / Q4_K matrices give the logits of the
+// Model::pack_weights (tensor/packed.h): the packed F16 / Q4_0 / Q8_0 / Q4_K matrices give the logits of the
 // row layout up to f32 summation order, for a prompt (prefill tiles) and a decode step. (The
 // 8-bit quantization of every matmul's input absorbs most last-bit differences: measured 0.)
 // A wrong packed matrix does change the logits: the check at the end swaps one.
@@ -303,7 +303,7 @@ TEST(QuantizeGolden, PackedWeightsGiveTheSameLogits) {
     opt.threads = 2;
     opt.progress = false;
     opt.pure = true;
-    for (const char* name : {"Q4_0", "Q8_0", "Q4_K"}) {
+    for (const char* name : {"Q4_0", "Q8_0", "Q4_K", "F16"}) {
         SCOPED_TRACE(name);
         const std::string q = (dir / (std::string(name) + ".gguf")).string();
         quantize_gguf(f32, q, mix_of(name), opt);

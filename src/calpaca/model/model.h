@@ -37,7 +37,7 @@ public:
     std::vector<LayerWeights> layers;
 
     // Makes packed copies (tensor/packed.h) of the layer and output matrices that have none and
-    // are packable (Q4_0 / Q8_0 / Q4_K on x86 AVX2), and lets the kernel reclaim their mapped pages.
+    // are packable (F16 / Q4_0 / Q8_0 / Q4_K on x86 AVX2), and lets the kernel reclaim their mapped pages.
     // Call after any in-memory change of the weights (apply_lora_in_memory); matmul then uses
     // the copies. CALPACA_PACK=0 in the environment turns it off (for comparisons).
     void pack_weights(ThreadPool* pool);

@@ -438,6 +438,37 @@ void axpy(DType t, const void* v, float a, float* out, int64_t n) {
 void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool) {
     if (is_quantized(w.type)) return matmul_quant(w, x, n_tok, y, pool);
     check_dense(w.type);
+    if (w.packed && packable(w.type, w.rows, w.cols)) {
+        // packed F16 (tensor/packed.h): groups of 8 rows over the pool. Up to 3 tokens (decode):
+        // whole rows, several groups per tile. 4-16 (batched decode): group by group, each group's
+        // row chunk of 512 columns against all tokens (their chunks stay in L1). More (prefill): tokens in blocks
+        // of 64 and columns in chunks of 512, so a group's chunk (8 KiB) stays in L1 while the
+        // block's 8-token tiles pass it and the block's activation chunk (128 KiB) stays in L2;
+        // each weight byte is read from memory once per 64 tokens. The results are the same bits
+        // in every order (gemm_packed_f16).
+        const int64_t groups = w.rows / kPackRows;
+        constexpr int64_t kTokBlock = 64, kChunk = 512;
+        auto body = [&](size_t gs, size_t ge) {
+            const auto g0 = static_cast<int64_t>(gs), g1 = static_cast<int64_t>(ge);
+            if (n_tok < 4) return gemm_packed_f16(w.packed, w.cols, g0, g1, 0, w.cols, x, w.cols, 0, n_tok, y, w.rows);
+            if (n_tok <= 16) {  // batched decode: group by group (sequential weights), columns chunked (L1)
+                for (int64_t g = g0; g < g1; ++g)
+                    for (int64_t k0 = 0; k0 < w.cols; k0 += kChunk)
+                        gemm_packed_f16(w.packed, w.cols, g, g + 1, k0, std::min(w.cols, k0 + kChunk), x, w.cols, 0, n_tok,
+                                        y, w.rows);
+                return;
+            }
+            for (int64_t t0 = 0; t0 < n_tok; t0 += kTokBlock)
+                for (int64_t k0 = 0; k0 < w.cols; k0 += kChunk)
+                    gemm_packed_f16(w.packed, w.cols, g0, g1, k0, std::min(w.cols, k0 + kChunk), x, w.cols, t0,
+                                    std::min(n_tok, t0 + kTokBlock), y, w.rows);
+        };
+        if (pool && groups >= 8)
+            pool->parallel_for(static_cast<size_t>(groups), body);
+        else
+            body(0, static_cast<size_t>(groups));
+        return;
+    }
     const size_t rb = static_cast<size_t>(row_bytes(w.type, static_cast<uint64_t>(w.cols)));
     const uint8_t* base = static_cast<const uint8_t*>(w.data);
     constexpr int64_t kChunk = 512, kTokBlock = 128, kRowOrderTokens = 16;

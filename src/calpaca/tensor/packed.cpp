@@ -19,8 +19,8 @@ namespace {
 int code_bytes(DType t) { return t == DType::Q4_0 ? QK / 2 : QK; }
 
 void check_type(DType t, const char* what) {
-    if (t != DType::Q4_0 && t != DType::Q8_0 && t != DType::Q4_K)
-        fail("{}: no packed layout for weight type {} (Q4_0, Q8_0, Q4_K)", what, dtype_name(t));
+    if (t != DType::Q4_0 && t != DType::Q8_0 && t != DType::Q4_K && t != DType::F16)
+        fail("{}: no packed layout for weight type {} (F16, Q4_0, Q8_0, Q4_K)", what, dtype_name(t));
 }
 
 // One packed block (packed.h): 8 scales then the interleaved codes; Q4_K: 1184 bytes.
@@ -83,18 +83,31 @@ bool packed_kernels_available() {
 }
 
 bool packable(DType t, int64_t rows, int64_t cols) {
+    if (t == DType::F16) return packed_kernels_available() && rows > 0 && rows % kPackRows == 0 && cols > 0;
     return packed_kernels_available() && (t == DType::Q4_0 || t == DType::Q8_0 || t == DType::Q4_K) && rows > 0 &&
            rows % kPackRows == 0 && cols > 0 && cols % block_elems(t) == 0;
 }
 
 size_t packed_bytes(DType t, int64_t rows, int64_t cols) {
     check_type(t, "packed_bytes");
+    if (t == DType::F16) return static_cast<size_t>(rows) * static_cast<size_t>(cols) * 2;
     return static_cast<size_t>(rows / kPackRows) * static_cast<size_t>(cols / block_elems(t)) * packed_block_bytes(t);
 }
 
 // Source block (row r, block b) = 2-byte d then code_bytes codes (BlockQ4_0 / BlockQ8_0).
 void pack_weights(DType t, const void* src, int64_t cols, int64_t g0, int64_t g1, uint8_t* dst) {
     check_type(t, "pack_weights");
+    if (t == DType::F16) {
+        const auto* s = static_cast<const uint8_t*>(src);
+        const size_t rb = static_cast<size_t>(cols) * 2;
+        for (int64_t g = g0; g < g1; ++g)
+            for (int r = 0; r < kPackRows; ++r) {
+                const uint8_t* row = s + static_cast<size_t>(g * kPackRows + r) * rb;
+                uint8_t* out = dst + static_cast<size_t>(g) * kPackRows * rb + 2 * r;
+                for (int64_t k = 0; k < cols; ++k) std::memcpy(out + 16 * k, row + 2 * k, 2);
+            }
+        return;
+    }
     if (t == DType::Q4_K) {
         const int64_t nb = cols / QK_K;
         const auto* rows = static_cast<const BlockQ4_K*>(src);
@@ -125,6 +138,17 @@ void pack_weights(DType t, const void* src, int64_t cols, int64_t g0, int64_t g1
 void unpack_weights(DType t, const uint8_t* packed, int64_t rows, int64_t cols, void* dst) {
     check_type(t, "unpack_weights");
     if (rows % kPackRows != 0) fail("unpack_weights: {} rows is not a multiple of {}", rows, kPackRows);
+    if (t == DType::F16) {
+        auto* d = static_cast<uint8_t*>(dst);
+        const size_t rb = static_cast<size_t>(cols) * 2;
+        for (int64_t g = 0; g < rows / kPackRows; ++g)
+            for (int r = 0; r < kPackRows; ++r) {
+                uint8_t* row = d + static_cast<size_t>(g * kPackRows + r) * rb;
+                const uint8_t* in = packed + static_cast<size_t>(g) * kPackRows * rb + 2 * r;
+                for (int64_t k = 0; k < cols; ++k) std::memcpy(row + 2 * k, in + 16 * k, 2);
+            }
+        return;
+    }
     if (t == DType::Q4_K) {
         const int64_t nb = cols / QK_K;
         auto* out = static_cast<BlockQ4_K*>(dst);
@@ -154,6 +178,7 @@ void unpack_weights(DType t, const uint8_t* packed, int64_t rows, int64_t cols, 
 void gemm_packed_ref(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a,
                      int64_t t0, int64_t t1, float* y, int64_t ldy) {
     check_type(t, "gemm_packed_ref");
+    if (t == DType::F16) fail("gemm_packed_ref: F16 weights take f32 activations (gemm_packed_f16_ref)");
     const int64_t nb = cols / block_elems(t);
     const size_t pb = packed_block_bytes(t), rb = row_bytes(t, static_cast<uint64_t>(cols));
     std::vector<uint8_t> rows(rb * kPackRows);
@@ -166,7 +191,30 @@ void gemm_packed_ref(DType t, const uint8_t* packed, int64_t cols, int64_t g0, i
     }
 }
 
+void gemm_packed_f16_ref(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, int64_t k0, int64_t k1,
+                         const float* x, int64_t ldx, int64_t t0, int64_t t1, float* y, int64_t ldy) {
+    const size_t gb = static_cast<size_t>(cols) * 2 * kPackRows;
+    std::vector<uint8_t> rows(gb);
+    for (int64_t g = g0; g < g1; ++g) {
+        unpack_weights(DType::F16, packed + static_cast<size_t>(g) * gb, kPackRows, cols, rows.data());
+        for (int64_t t = t0; t < t1; ++t)
+            for (int r = 0; r < kPackRows; ++r) {
+                double acc = k0 > 0 ? y[t * ldy + g * kPackRows + r] : 0.0;
+                for (int64_t k = k0; k < k1; ++k) {
+                    uint16_t h;
+                    std::memcpy(&h, rows.data() + static_cast<size_t>(r * cols + k) * 2, 2);
+                    acc += static_cast<double>(fp16_to_fp32(h)) * x[t * ldx + k];
+                }
+                y[t * ldy + g * kPackRows + r] = static_cast<float>(acc);
+            }
+    }
+}
+
 #if !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+void gemm_packed_f16(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, int64_t k0, int64_t k1,
+                     const float* x, int64_t ldx, int64_t t0, int64_t t1, float* y, int64_t ldy) {
+    gemm_packed_f16_ref(packed, cols, g0, g1, k0, k1, x, ldx, t0, t1, y, ldy);
+}
 // Builds without the x86 kernels never pack (packable() is false); direct callers get the
 // reference arithmetic.
 void gemm_packed(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a, int64_t t0,

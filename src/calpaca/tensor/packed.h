@@ -23,6 +23,7 @@
 //                   row r's original qs[32p + 4j + i] (low nibble: sub-block 2p, element 4j + i;
 //                   high nibble: sub-block 2p + 1). The scales are unpacked from ggml's 12-byte
 //                   encoding, so the block is 32 bytes larger than 8 rows' (+2.8 %).
+//   F16x8 (16 B per column k): the 8 rows' halves at column k, row r at byte 2r.
 // pack_weights / unpack_weights convert between the GGUF row layout and this one, byte for byte.
 //
 // gemm_packed computes, per (row, token), the same integer block sums as vec_dot_q_ref and
@@ -40,13 +41,13 @@ namespace calpaca {
 
 constexpr int kPackRows = 8;
 
-// Whether this build has packed kernels for weight type t with this shape (Q4_0 / Q8_0 / Q4_K,
+// Whether this build has packed kernels for weight type t with this shape (F16, Q4_0 / Q8_0 / Q4_K,
 // rows a multiple of 8, AVX2 builds); matmul uses a packed copy only then.
 bool packable(DType t, int64_t rows, int64_t cols);
 // Whether this build has the fast packed kernels at all (x86 AVX2).
 bool packed_kernels_available();
-// Bytes of the packed copy (Q4_0 / Q8_0: the same as the row layout's, the bytes are only
-// reordered; Q4_K: 2.8 % more).
+// Bytes of the packed copy (F16 / Q4_0 / Q8_0: the same as the row layout's, the bytes are
+// only reordered; Q4_K: 2.8 % more).
 size_t packed_bytes(DType t, int64_t rows, int64_t cols);
 
 // Rows [8*g0, 8*g1) of a row-major quantized matrix (src: its first row) into the packed
@@ -62,5 +63,16 @@ void gemm_packed(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64
                  int64_t t1, float* y, int64_t ldy);
 void gemm_packed_ref(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a,
                      int64_t t0, int64_t t1, float* y, int64_t ldy);
+
+// F16 weights against f32 activations (token t's row at x + t * ldx): for rows r in
+// [8*g0, 8*g1) and tokens t in [t0, t1), y[t * ldy + r] (k0 = 0: =, else +=) Σ_{k0 <= k < k1}
+// W[r][k]·x[t][k], summed by f32 FMA in k order (one lane per row, continuing from y when
+// k0 > 0): every (row, token) gets the same arithmetic whatever tile, token count, column
+// chunking or thread covers it, so batched decode equals decoding alone, bit for bit.
+// The _ref twin sums in double.
+void gemm_packed_f16(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, int64_t k0, int64_t k1,
+                     const float* x, int64_t ldx, int64_t t0, int64_t t1, float* y, int64_t ldy);
+void gemm_packed_f16_ref(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, int64_t k0, int64_t k1,
+                         const float* x, int64_t ldx, int64_t t0, int64_t t1, float* y, int64_t ldy);
 
 }  // namespace calpaca

@@ -218,7 +218,71 @@ struct TileQ4_K {
     }
 };
 
+// F16: G groups × NT tokens over columns [k0, k1), one FMA chain per (group, token), k in
+// order, continuing from y when k0 > 0 (a stored and reloaded f32 is the same value, so chunking
+// the columns leaves the arithmetic unchanged). At least 4 independent chains per tile (G·NT >=
+// 4) cover the FMA latency.
+template <int G, int NT>
+void tile_f16(const uint8_t* p, size_t gstride, int64_t k0, int64_t k1, const float* x, int64_t ldx, int64_t t,
+              float* y, int64_t ldy) {
+    __m256 acc[G][NT];
+    const float* xr[NT];
+    for (int j = 0; j < NT; ++j) xr[j] = x + (t + j) * ldx;
+    for (int i = 0; i < G; ++i)
+        for (int j = 0; j < NT; ++j)
+            acc[i][j] = k0 > 0 ? _mm256_loadu_ps(y + (t + j) * ldy + i * kPackRows) : _mm256_setzero_ps();
+    for (int64_t k = k0; k < k1; ++k) {
+        __m256 w[G];
+        for (int i = 0; i < G; ++i) w[i] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i * gstride + 16 * k)));
+        for (int j = 0; j < NT; ++j) {
+            const __m256 xb = _mm256_broadcast_ss(xr[j] + k);
+            for (int i = 0; i < G; ++i) acc[i][j] = _mm256_fmadd_ps(w[i], xb, acc[i][j]);
+        }
+    }
+    for (int i = 0; i < G; ++i)
+        for (int j = 0; j < NT; ++j) _mm256_storeu_ps(y + (t + j) * ldy + i * kPackRows, acc[i][j]);
+}
+
+// Groups [g0, g1) against NT tokens at t: G = 4 / NT groups at a time (at least 1), the rest alone.
+template <int NT>
+void f16_tokens(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, int64_t k0, int64_t k1, const float* x,
+                int64_t ldx, int64_t t, float* y, int64_t ldy) {
+    constexpr int G = NT >= 4 ? 1 : 4 / NT;
+    const size_t gstride = static_cast<size_t>(cols) * 16;
+    int64_t g = g0;
+    for (; g + G <= g1; g += G) tile_f16<G, NT>(packed + g * gstride, gstride, k0, k1, x, ldx, t, y + g * kPackRows, ldy);
+    for (; g < g1; ++g) tile_f16<1, NT>(packed + g * gstride, gstride, k0, k1, x, ldx, t, y + g * kPackRows, ldy);
+}
+
 }  // namespace
+
+void gemm_packed_f16(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, int64_t k0, int64_t k1,
+                     const float* x, int64_t ldx, int64_t t0, int64_t t1, float* y, int64_t ldy) {
+    const int64_t n = t1 - t0;
+    if (n <= 0 || g0 >= g1) return;
+    if (n < 4) {  // decode / small batches: several groups per tile for independent FMA chains
+        switch (n) {
+            case 3: return f16_tokens<3>(packed, cols, g0, g1, k0, k1, x, ldx, t0, y, ldy);
+            case 2: return f16_tokens<2>(packed, cols, g0, g1, k0, k1, x, ldx, t0, y, ldy);
+            default: return f16_tokens<1>(packed, cols, g0, g1, k0, k1, x, ldx, t0, y, ldy);
+        }
+    }
+    constexpr int kTok = 8;
+    for (int64_t g = g0; g < g1; ++g) {  // one group at a time: its weight block stays in L1 across the tiles
+        int64_t t = t0;
+        for (; t + kTok <= t1; t += kTok) f16_tokens<kTok>(packed, cols, g, g + 1, k0, k1, x, ldx, t, y, ldy);
+        switch (t1 - t) {
+            case 7: f16_tokens<7>(packed, cols, g, g + 1, k0, k1, x, ldx, t, y, ldy); break;
+            case 6: f16_tokens<6>(packed, cols, g, g + 1, k0, k1, x, ldx, t, y, ldy); break;
+            case 5: f16_tokens<5>(packed, cols, g, g + 1, k0, k1, x, ldx, t, y, ldy); break;
+            case 4: f16_tokens<4>(packed, cols, g, g + 1, k0, k1, x, ldx, t, y, ldy); break;
+            case 3: tile_f16<1, 3>(packed + g * cols * 16, 0, k0, k1, x, ldx, t, y + g * kPackRows, ldy); break;
+            case 2: tile_f16<1, 2>(packed + g * cols * 16, 0, k0, k1, x, ldx, t, y + g * kPackRows, ldy); break;
+            case 1: tile_f16<1, 1>(packed + g * cols * 16, 0, k0, k1, x, ldx, t, y + g * kPackRows, ldy); break;
+            default: break;
+        }
+    }
+}
 
 void gemm_packed(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a, int64_t t0,
                  int64_t t1, float* y, int64_t ldy) {
