@@ -168,7 +168,8 @@ TEST(Packed, GemmMatchesReferenceTwinAndRowDots) {
 }
 
 // matmul on a view with a packed copy: close to the row layout's reference, and bit-identical
-// for 1 or 3 threads and for any number of tokens around it (tile edges).
+// for 1 or 3 threads and for any number of tokens around it (tile edges; one token runs the
+// multi-stream decode kernels).
 TEST(Packed, MatmulOnPackedViewIsThreadAndTilingInvariant) {
     if (!packed_kernels_available()) GTEST_SKIP() << "no packed kernels in this build";
     std::mt19937 rng(7);
@@ -189,9 +190,11 @@ TEST(Packed, MatmulOnPackedViewIsThreadAndTilingInvariant) {
         matmul_ref(m, x.data(), ntok, ref.data());
         const Acts a = make_acts(t, x, ntok, cols);
         for (int64_t tok = 0; tok < ntok; ++tok) {
-            std::vector<float> one(rows);
-            matmul(m, x.data() + tok * cols, 1, one.data(), &pool);  // decode: one token
+            std::vector<float> one(rows), one1(rows);
+            matmul(m, x.data() + tok * cols, 1, one.data(), &pool);    // decode: one token, 4 groups per thread
+            matmul(m, x.data() + tok * cols, 1, one1.data(), nullptr);  // 12 groups: 4 streams × 3
             for (int64_t r = 0; r < rows; ++r) {
+                ASSERT_EQ(one1[r], one[r]) << "decode depends on the thread count";
                 const size_t i = tok * rows + r;
                 const double tol = 2e-6 * magnitude(t, m.row(r), a.type, a.q.data() + tok * a.rb, cols) + 1e-7;
                 ASSERT_NEAR(all1[i], ref[i], tol) << "tok " << tok << " row " << r;
