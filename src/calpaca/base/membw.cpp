@@ -30,22 +30,31 @@ uint64_t parse_size(const std::string& s) {
     return v;
 }
 
-// Sums a range of 64-byte lines so that the compiler cannot drop the loads.
+// Sums a range of 64-byte lines so that the compiler cannot drop the loads. The range is read
+// as 4 quarters side by side, one line of each per step: several independent streams per
+// thread keep more reads in flight than one (one stream measured ~20 % below what the decode
+// kernels, which also walk 4 streams, then achieved), so the figure is the machine's, not the
+// probe's.
 uint64_t read_range(const uint64_t* p, size_t n_words) {
 #if defined(__AVX2__)
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    size_t i = 0;
-    for (; i + 16 <= n_words; i += 16) {
-        a0 = _mm256_add_epi64(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
-        a1 = _mm256_add_epi64(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
-        a2 = _mm256_add_epi64(a2, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
-        a3 = _mm256_add_epi64(a3, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
+    const size_t q = n_words / 4 / 8 * 8;  // words per quarter, whole 64-byte lines
+    const uint64_t *p0 = p, *p1 = p + q, *p2 = p + 2 * q, *p3 = p + 3 * q;
+    auto line = [](const uint64_t* x) {
+        return _mm256_add_epi64(_mm256_load_si256(reinterpret_cast<const __m256i*>(x)),
+                                _mm256_load_si256(reinterpret_cast<const __m256i*>(x + 4)));
+    };
+    for (size_t i = 0; i < q; i += 8) {
+        a0 = _mm256_add_epi64(a0, line(p0 + i));
+        a1 = _mm256_add_epi64(a1, line(p1 + i));
+        a2 = _mm256_add_epi64(a2, line(p2 + i));
+        a3 = _mm256_add_epi64(a3, line(p3 + i));
     }
     __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
     alignas(32) uint64_t lanes[4];
     _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
     uint64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
-    for (; i < n_words; ++i) sum += p[i];
+    for (size_t i = 4 * q; i < n_words; ++i) sum += p[i];
     return sum;
 #else
     uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
