@@ -279,3 +279,28 @@ TEST(QuantKernels, TiledMatmulAcrossKChunks) {
             }
     }
 }
+
+// vec_dot_q_rows (several weight rows against one activation row, read side by side) gives
+// vec_dot_q's bits for every type and row count.
+TEST(QuantKernels, RowsFormEqualsOneRowAtATime) {
+    std::mt19937 rng(80);
+    for (DType wt : kWeightTypes) {
+        SCOPED_TRACE(dtype_name(wt));
+        const int64_t cols = (dtype_info(wt).block_size == 32 ? 9 : 3) * dtype_info(wt).block_size;
+        const DType at = vec_dot_type(wt);
+        std::vector<uint8_t> a(row_bytes(at, cols));
+        quantize_act_ref(at, random_vec(cols, rng).data(), a.data(), cols);
+        const void* arow = a.data();
+        for (int nr = 1; nr <= 4; ++nr) {
+            const auto w = quantized(wt, random_vec(nr * cols, rng, 0.5f));
+            const void* rows[4];
+            for (int r = 0; r < nr; ++r) rows[r] = w.data() + r * row_bytes(wt, cols);
+            float got[4], want;
+            vec_dot_q_rows(wt, rows, nr, arow, cols, got);
+            for (int r = 0; r < nr; ++r) {
+                vec_dot_q(wt, rows[r], &arow, 1, cols, &want);
+                ASSERT_EQ(got[r], want) << nr << " rows, row " << r;
+            }
+        }
+    }
+}

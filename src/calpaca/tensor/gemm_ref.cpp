@@ -48,4 +48,11 @@ void gemm_q_rows(DType wt, const uint8_t* w, size_t wrb, int64_t r0, int64_t r1,
     }
 }
 
+#if !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+// Builds without the x86 kernels: one row at a time.
+void vec_dot_q_rows(DType w, const void* const* wrows, int nr, const void* arow, int64_t n, float* out) {
+    for (int r = 0; r < nr; ++r) vec_dot_q(w, wrows[r], &arow, 1, n, out + r);
+}
+#endif
+
 }  // namespace calpaca

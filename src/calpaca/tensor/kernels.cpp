@@ -145,6 +145,19 @@ void matmul_rows(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, fl
     const uint8_t* base = static_cast<const uint8_t*>(w.data);
     const int64_t tok_block = std::max<int64_t>(4, std::min<int64_t>(64, (256 * 1024 / static_cast<int64_t>(qa.row_bytes)) / 4 * 4));
     auto body = [&](size_t r0, size_t r1) {
+        if (n_tok == 1) {  // decode: the rows as 4 runs read side by side (vec_dot_q_rows: 4 memory streams)
+            const size_t len = (r1 - r0) / 4;
+            const void* arow = qa.row(0);
+            for (size_t i = 0; i < len; ++i) {
+                const void* rows[4];
+                for (size_t c = 0; c < 4; ++c) rows[c] = base + static_cast<int64_t>(r0 + c * len + i) * rb;
+                float o[4];
+                vec_dot_q_rows(w.type, rows, 4, arow, w.cols, o);
+                for (size_t c = 0; c < 4; ++c) y[r0 + c * len + i] = o[c];
+            }
+            for (size_t r = r0 + 4 * len; r < r1; ++r) vec_dot_q(w.type, base + static_cast<int64_t>(r) * rb, &arow, 1, w.cols, y + r);
+            return;
+        }
         for (int64_t t0 = 0; t0 < n_tok; t0 += tok_block) {
             const int64_t t1 = std::min(n_tok, t0 + tok_block);
             for (size_t r = r0; r < r1; ++r) {

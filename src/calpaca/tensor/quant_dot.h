@@ -31,6 +31,9 @@ float vec_dot_q_ref(DType w, const void* wrow, const void* arow, int64_t n);
 // out[k] = dot(wrow, arows[k]) for k < nt, 1 <= nt <= 4: the weight row is unpacked once
 // for all nt activation rows (prompt processing / batched decode).
 void vec_dot_q(DType w, const void* wrow, const void* const* arows, int nt, int64_t n, float* out);
+// out[r] = dot(wrows[r], arow) for r < nr: the same values as vec_dot_q one row at a time (bit
+// for bit); Q6_K with nr = 4 reads the 4 rows side by side (4 memory streams: decode).
+void vec_dot_q_rows(DType w, const void* const* wrows, int nr, const void* arow, int64_t n, float* out);
 
 // The instruction set the fast kernels were built for: "avx512-vnni", "avx-vnni", "avx2",
 // "neon-dotprod", "neon" or "scalar".

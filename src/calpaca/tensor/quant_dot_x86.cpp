@@ -293,6 +293,40 @@ void dot_q45_K(const void* w, const void* const* a, int64_t nb, float* out) {
     for (int k = 0; k < NT; ++k) out[k] = hsum(acc[k]) - macc[k];
 }
 
+// One Q6_K super-block of weights against NT activation rows' blocks y[k], into acc[k].
+template <int NT>
+inline void q6k_block(const BlockQ6_K& x, const BlockQ8_K* const* y, __m256* acc) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales)));
+    __m256i sumi[NT];
+    for (int k = 0; k < NT; ++k) sumi[k] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+        const __m256i ql0 = loadu(x.ql + 64 * h), ql1 = loadu(x.ql + 64 * h + 32);
+        const __m256i qh = loadu(x.qh + 32 * h);
+        const __m256i q[4] = {
+            _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4)),
+            _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4)),
+        };
+        for (int c = 0; c < 4; ++c) {
+            const __m256i s = scales_2x16(x.scales[8 * h + 2 * c], x.scales[8 * h + 2 * c + 1]);
+            for (int k = 0; k < NT; ++k)
+                sumi[k] = _mm256_add_epi32(sumi[k], dot_scaled(q[c], loadu(y[k]->qs + 128 * h + 32 * c), s));
+        }
+    }
+    const float d = h2f(x.d);
+    for (int k = 0; k < NT; ++k) {
+        // the codes above are offset by +32: subtract 32 * sum(scale * bsum)
+        const __m256i bias = _mm256_madd_epi16(loadu(y[k]->bsums), sc16);
+        const __m256i tot = _mm256_sub_epi32(sumi[k], _mm256_slli_epi32(bias, 5));
+        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * y[k]->d), _mm256_cvtepi32_ps(tot), acc[k]);
+    }
+}
+
 template <int NT>
 void dot_q6_K(const void* w, const void* const* a, int64_t nb, float* out) {
     const BlockQ6_K* x = static_cast<const BlockQ6_K*>(w);
@@ -300,38 +334,26 @@ void dot_q6_K(const void* w, const void* const* a, int64_t nb, float* out) {
     load_q8k<NT>(a, y);
     __m256 acc[NT];
     for (int k = 0; k < NT; ++k) acc[k] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
     for (int64_t b = 0; b < nb; ++b) {
-        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].scales)));
-        __m256i sumi[NT];
-        for (int k = 0; k < NT; ++k) sumi[k] = _mm256_setzero_si256();
-        for (int h = 0; h < 2; ++h) {
-            const __m256i ql0 = loadu(x[b].ql + 64 * h), ql1 = loadu(x[b].ql + 64 * h + 32);
-            const __m256i qh = loadu(x[b].qh + 32 * h);
-            const __m256i q[4] = {
-                _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4)),
-                _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4)),
-            };
-            for (int c = 0; c < 4; ++c) {
-                const __m256i s = scales_2x16(x[b].scales[8 * h + 2 * c], x[b].scales[8 * h + 2 * c + 1]);
-                for (int k = 0; k < NT; ++k)
-                    sumi[k] = _mm256_add_epi32(sumi[k], dot_scaled(q[c], loadu(y[k][b].qs + 128 * h + 32 * c), s));
-            }
-        }
-        const float d = h2f(x[b].d);
-        for (int k = 0; k < NT; ++k) {
-            // the codes above are offset by +32: subtract 32 * sum(scale * bsum)
-            const __m256i bias = _mm256_madd_epi16(loadu(y[k][b].bsums), sc16);
-            const __m256i tot = _mm256_sub_epi32(sumi[k], _mm256_slli_epi32(bias, 5));
-            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * y[k][b].d), _mm256_cvtepi32_ps(tot), acc[k]);
-        }
+        const BlockQ8_K* yb[NT];
+        for (int k = 0; k < NT; ++k) yb[k] = y[k] + b;
+        q6k_block<NT>(x[b], yb, acc);
     }
     for (int k = 0; k < NT; ++k) out[k] = hsum(acc[k]);
+}
+
+// R weight rows against one activation row, block by block side by side (R memory streams);
+// each row's arithmetic is dot_q6_K<1>'s.
+template <int R>
+void dot_q6_K_rows(const void* const* w, const void* a, int64_t nb, float* out) {
+    const BlockQ8_K* y = static_cast<const BlockQ8_K*>(a);
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const BlockQ8_K* yb = y + b;
+        for (int r = 0; r < R; ++r) q6k_block<1>(static_cast<const BlockQ6_K*>(w[r])[b], &yb, &acc[r]);
+    }
+    for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
 }
 
 template <int NT>
@@ -445,6 +467,12 @@ void vec_dot_q(DType w, const void* wrow, const void* const* arows, int nt, int6
         case 4: return dispatch_dot<4>(w, wrow, arows, n, out);
         default: fail("vec_dot_q: {} activation rows (expected 1 to 4)", nt);
     }
+}
+
+void vec_dot_q_rows(DType w, const void* const* wrows, int nr, const void* arow, int64_t n, float* out) {
+    if (n % dtype_info(w).block_size) fail("dot: row of {} elements is not a multiple of the {} block size", n, dtype_name(w));
+    if (w == DType::Q6_K && nr == 4) return dot_q6_K_rows<4>(wrows, arow, n / QK_K, out);
+    for (int r = 0; r < nr; ++r) vec_dot_q(w, wrows[r], &arow, 1, n, out + r);
 }
 
 const char* quant_kernel_isa() {
