@@ -245,7 +245,9 @@ TEST(Packed, F16GemmMatchesReferenceAndIsOrderInvariant) {
                 for (int64_t k = 0; k < cols; ++k)
                     mag += std::fabs(static_cast<double>(fp16_to_fp32(fp32_to_fp16(wf[r * cols + k]))) * x[t * cols + k]);
                 ASSERT_NEAR(fast[i], ref[i], 1e-6 * mag) << "tok " << t << " row " << r;
-                ASSERT_EQ(fast[i], chunked[i]) << "column chunks changed the sum";
+                if (packed_kernels_available()) {  // (without them gemm_packed_f16 is the double-sum reference)
+                    ASSERT_EQ(fast[i], chunked[i]) << "column chunks changed the sum";
+                }
             }
     }
     if (!packed_kernels_available()) return;
