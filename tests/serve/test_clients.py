@@ -244,7 +244,15 @@ def browser_chat_page():
             # a long answer, stopped half-way with the Stop button
             cancelled = 'calpaca_sequences_finished_total{reason="cancelled"}'
             cancelled0 = metrics().get(cancelled, 0)
-            # (the request asks for 4000 tokens: the server caps it to the context, ~2000 tokens)
+            # (the request asks for 4000 tokens: the server caps it to the context, ~2000 tokens).
+            # The demo model may end its answer early with EOS, and decode is fast enough that a
+            # short answer can finish before the click; so this request (only this one) also asks
+            # the server to ignore EOS, which keeps the stream running until Stop.
+            def long_answer(route):
+                body = json.loads(route.request.post_data or "{}")
+                body["ignore_eos"] = True
+                route.continue_(post_data=json.dumps(body))
+            page.route("**/v1/chat/completions", long_answer)
             set_slider(page, "max_tokens", 4000)
             page.fill("#input", "你好，请写一首关于长江的诗。")
             page.press("#input", "Enter")
@@ -254,6 +262,7 @@ def browser_chat_page():
             partial = page.text_content(".msg.assistant .content")
             assert partial, "no streamed text while streaming"
             page.click("#stop")
+            page.unroute("**/v1/chat/completions", long_answer)
             page.wait_for_function("!document.querySelector('.msg.streaming')", timeout=10000, polling=50)
             assert "stopped" in page.text_content("#status")
             assert wait_idle(), "the stopped request still holds a slot"
