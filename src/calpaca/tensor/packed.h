@@ -1,4 +1,4 @@
-// Row-interleaved ("packed") copies of quantized weights for the x86 kernels.
+// Row-interleaved ("packed") copies of quantized and F16 weights for the x86 kernels.
 //
 // Why: with one weight row per dot product, every 32-element block costs an unpack, two
 // sign operations, a multiply-add chain and, at the end, a horizontal sum per row and token;
@@ -26,7 +26,7 @@
 //   F16x8 (16 B per column k): the 8 rows' halves at column k, row r at byte 2r.
 // pack_weights / unpack_weights convert between the GGUF row layout and this one, byte for byte.
 //
-// gemm_packed computes, per (row, token), the same integer block sums as vec_dot_q_ref and
+// gemm_packed (quantized types) computes, per (row, token), the same integer block sums as vec_dot_q_ref and
 // scales them in f32 once per block (d_w * d_a), summed in block order with FMA; a result does
 // not depend on the tile shape or the thread split. gemm_packed_ref is its plain twin (unpacks
 // the group's rows and calls vec_dot_q_ref).

@@ -1,7 +1,9 @@
-// AVX2 kernels on packed (8-row interleaved) Q4_0 / Q8_0 / Q4_K weights (packed.h).
+// AVX2 kernels on packed (8-row interleaved) Q4_0 / Q8_0 / Q4_K / F16 weights (packed.h).
 //
-// A tile is the 8 rows of one group × NT tokens (NT <= 4), over all blocks of the row. Per
-// block and token, 4-byte slices of the token's Q8_0 activations are broadcast to all 8 lanes
+// A tile is the 8 rows of one group × NT tokens (NT <= 4), over all blocks of the row; a
+// one-token call (decode) instead runs kStreams groups side by side (decode_streams: more
+// memory reads in flight), each with the tile's arithmetic. Per block and token, 4-byte slices
+// of the token's Q8_0 / Q8_K activations are broadcast to all 8 lanes
 // and multiplied with the interleaved codes by _mm256_maddubs_epi16 (u8 × s8, pairs summed to
 // int16), so lane r accumulates row r's block sum:
 //   Q4_0: the raw nibbles c (0..15) are the unsigned operand; the 8 steps of a block are added
@@ -9,6 +11,8 @@
 //         offset is applied as sum((c-8)·a) = sum(c·a) - 8·sum(a), sum(a) from ActPanel::s.
 //   Q8_0: |w| is the unsigned operand and the sign moves onto the activations (_mm256_sign_epi8);
 //         each step is widened to int32 (two steps could reach 2·32258 and overflow int16).
+//   Q4_K: as Q4_0 per sub-block, widened by madd against the rows' 6-bit scales; mins via bsums.
+// F16 (tile_f16, at the end) is plain f32 FMA with one lane per row.
 // The int32 block sums are exactly vec_dot_q_ref's; they are scaled by d_w·d_a (the 8 rows'
 // d converted with one vcvtph2ps) and accumulated with FMA in block order, so every (row,
 // token) gets the same arithmetic whatever tile or thread covers it.
