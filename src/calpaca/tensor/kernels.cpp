@@ -463,14 +463,9 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, Thread
         constexpr int64_t kTokBlock = 64, kChunk = 512;
         auto body = [&](size_t gs, size_t ge) {
             const auto g0 = static_cast<int64_t>(gs), g1 = static_cast<int64_t>(ge);
-            if (n_tok < 4) return gemm_packed_f16(w.packed, w.cols, g0, g1, 0, w.cols, x, w.cols, 0, n_tok, y, w.rows);
-            if (n_tok <= 16) {  // batched decode: group by group (sequential weights), columns chunked (L1)
-                for (int64_t g = g0; g < g1; ++g)
-                    for (int64_t k0 = 0; k0 < w.cols; k0 += kChunk)
-                        gemm_packed_f16(w.packed, w.cols, g, g + 1, k0, std::min(w.cols, k0 + kChunk), x, w.cols, 0, n_tok,
-                                        y, w.rows);
-                return;
-            }
+            // decode and batched decode: group by group (sequential weights); gemm_packed_f16 chunks
+            // the columns itself for 4+ tokens
+            if (n_tok <= 16) return gemm_packed_f16(w.packed, w.cols, g0, g1, 0, w.cols, x, w.cols, 0, n_tok, y, w.rows);
             for (int64_t t0 = 0; t0 < n_tok; t0 += kTokBlock)
                 for (int64_t k0 = 0; k0 < w.cols; k0 += kChunk)
                     gemm_packed_f16(w.packed, w.cols, g0, g1, k0, std::min(w.cols, k0 + kChunk), x, w.cols, t0,

@@ -20,7 +20,9 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "calpaca/base/error.h"
 #include "calpaca/tensor/packed.h"
@@ -375,6 +377,30 @@ void tile_f16(const uint8_t* p, size_t gstride, int64_t k0, int64_t k1, const fl
         for (int j = 0; j < NT; ++j) _mm256_storeu_ps(y + (t + j) * ldy + i * kPackRows, acc[i][j]);
 }
 
+// The same tile (G = 1) on a transposed activation chunk: token j's value at column k is
+// xt[(k - kb) * 8 + j], so a column's NT values share one cache line (token rows cols·4 bytes
+// apart alias to the same L1 sets and evict each other).
+template <int NT>
+void tile_f16_t(const uint8_t* p, int64_t k0, int64_t k1, const float* xt, int64_t kb, int64_t t, float* y, int64_t ldy) {
+    __m256 acc[NT];
+    for (int j = 0; j < NT; ++j) acc[j] = k0 > 0 ? _mm256_loadu_ps(y + (t + j) * ldy) : _mm256_setzero_ps();
+    for (int64_t k = k0; k < k1; ++k) {
+        const __m256 w = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k)));
+        const float* xk = xt + (k - kb) * 8;
+        for (int j = 0; j < NT; ++j) acc[j] = _mm256_fmadd_ps(w, _mm256_broadcast_ss(xk + j), acc[j]);
+    }
+    for (int j = 0; j < NT; ++j) _mm256_storeu_ps(y + (t + j) * ldy, acc[j]);
+}
+
+template <int NT>
+void f16_rest_t(int64_t n, const uint8_t* p, int64_t k0, int64_t k1, const float* xt, int64_t kb, int64_t t, float* y,
+                int64_t ldy) {
+    if constexpr (NT > 0) {
+        if (n == NT) return tile_f16_t<NT>(p, k0, k1, xt, kb, t, y, ldy);
+        f16_rest_t<NT - 1>(n, p, k0, k1, xt, kb, t, y, ldy);
+    }
+}
+
 // Groups [g0, g1) against NT tokens at t: G = 4 / NT groups at a time (at least 1), the rest alone.
 template <int NT>
 void f16_tokens(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, int64_t k0, int64_t k1, const float* x,
@@ -399,21 +425,33 @@ void gemm_packed_f16(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1
             default: return f16_tokens<1>(packed, cols, g0, g1, k0, k1, x, ldx, t0, y, ldy);
         }
     }
+    // 4+ tokens: the activation chunk transposed once per call into tiles of 8 tokens ([k][8],
+    // zero-padded), then group by group, columns in chunks of 512 (the group's chunk stays in L1
+    // while the tiles pass it)
     constexpr int kTok = 8;
-    for (int64_t g = g0; g < g1; ++g) {  // one group at a time: its weight block stays in L1 across the tiles
-        int64_t t = t0;
-        for (; t + kTok <= t1; t += kTok) f16_tokens<kTok>(packed, cols, g, g + 1, k0, k1, x, ldx, t, y, ldy);
-        switch (t1 - t) {
-            case 7: f16_tokens<7>(packed, cols, g, g + 1, k0, k1, x, ldx, t, y, ldy); break;
-            case 6: f16_tokens<6>(packed, cols, g, g + 1, k0, k1, x, ldx, t, y, ldy); break;
-            case 5: f16_tokens<5>(packed, cols, g, g + 1, k0, k1, x, ldx, t, y, ldy); break;
-            case 4: f16_tokens<4>(packed, cols, g, g + 1, k0, k1, x, ldx, t, y, ldy); break;
-            case 3: tile_f16<1, 3>(packed + g * cols * 16, 0, k0, k1, x, ldx, t, y + g * kPackRows, ldy); break;
-            case 2: tile_f16<1, 2>(packed + g * cols * 16, 0, k0, k1, x, ldx, t, y + g * kPackRows, ldy); break;
-            case 1: tile_f16<1, 1>(packed + g * cols * 16, 0, k0, k1, x, ldx, t, y + g * kPackRows, ldy); break;
-            default: break;
+    constexpr int64_t kChunk = 512;
+    const int64_t K = k1 - k0, tiles = (n + kTok - 1) / kTok;
+    thread_local std::vector<float> xt;
+    xt.resize(static_cast<size_t>(tiles * K * kTok));
+    for (int64_t i = 0; i < tiles; ++i)
+        for (int j = 0; j < kTok; ++j) {
+            const int64_t tok = t0 + i * kTok + j;
+            float* dst = xt.data() + i * K * kTok + j;
+            if (tok < t1) {
+                const float* src = x + tok * ldx + k0;
+                for (int64_t k = 0; k < K; ++k) dst[k * kTok] = src[k];
+            } else {
+                for (int64_t k = 0; k < K; ++k) dst[k * kTok] = 0.0f;
+            }
         }
-    }
+    const size_t gs = static_cast<size_t>(cols) * 16;
+    for (int64_t g = g0; g < g1; ++g)
+        for (int64_t c0 = k0; c0 < k1; c0 += kChunk) {
+            const int64_t c1 = std::min(k1, c0 + kChunk);
+            for (int64_t i = 0; i < tiles; ++i)
+                f16_rest_t<kTok>(std::min<int64_t>(kTok, t1 - (t0 + i * kTok)), packed + g * gs, c0, c1,
+                                 xt.data() + i * K * kTok, k0, t0 + i * kTok, y + g * kPackRows, ldy);
+        }
 }
 
 void gemm_packed(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a, int64_t t0,
