@@ -17,6 +17,7 @@
 #include "calpaca/tensor/dtype.h"
 #include "calpaca/tensor/kernels.h"
 #include "calpaca/tensor/packed.h"
+#include "bench_packed.h"
 
 using namespace calpaca;
 
@@ -53,15 +54,7 @@ void BM_Matmul(benchmark::State& st) {
     const auto w = random_weights(t, rows, cols);
     MatrixView m{w.data(), t, rows, cols};
     std::vector<uint8_t> packed;
-    if (mode >= kPacked1) {
-        if (!packable(t, rows, cols)) {
-            st.SkipWithError("no packed kernel for this type in this build");
-            return;
-        }
-        packed.resize(packed_bytes(t, rows, cols));
-        pack_weights(t, w.data(), cols, 0, rows / kPackRows, packed.data());
-        m.packed = packed.data();
-    }
+    if (mode >= kPacked1 && !attach_packed(st, m, packed)) return;
     std::vector<float> x(static_cast<size_t>(ntok * cols)), y(static_cast<size_t>(ntok * rows));
     std::mt19937 rng(1);
     std::normal_distribution<float> nd;

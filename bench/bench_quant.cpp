@@ -24,6 +24,7 @@
 #include "calpaca/tensor/gemm.h"
 #include "calpaca/tensor/kernels.h"
 #include "calpaca/tensor/packed.h"
+#include "bench_packed.h"
 #include "calpaca/tensor/quant.h"
 #include "calpaca/tensor/quant_dot.h"
 
@@ -136,15 +137,7 @@ void BM_QMatmul(benchmark::State& st) {
     const auto w = qbench_weights(t, rows, cols);
     MatrixView m{w.data(), t, rows, cols};
     std::vector<uint8_t> packed;
-    if (mode >= 3) {
-        if (!packable(t, rows, cols)) {
-            st.SkipWithError("no packed kernel for this type in this build");
-            return;
-        }
-        packed.resize(packed_bytes(t, rows, cols));
-        pack_weights(t, w.data(), cols, 0, rows / kPackRows, packed.data());
-        m.packed = packed.data();
-    }
+    if (mode >= 3 && !attach_packed(st, m, packed)) return;
     const auto x = qbench_floats(static_cast<size_t>(ntok * cols), 9);
     std::vector<float> y(static_cast<size_t>(ntok * rows));
     for (auto _ : st) {
