@@ -111,8 +111,9 @@ void Model::pack_weights(ThreadPool* pool) {
             body(0, static_cast<size_t>(groups));
         v->packed = buf->data();
         packed_.push_back(std::move(buf));
-        // tok_embd may share these bytes (tied output): it reads single rows, which fault back in
-        file_->drop_pages(v->data, n);
+        // tok_embd may share these bytes (tied output): it reads single rows, which fault back in.
+        // (The original's size, not the copy's: a packed Q4_K block is larger.)
+        file_->drop_pages(v->data, row_bytes(v->type, static_cast<uint64_t>(v->cols)) * static_cast<size_t>(v->rows));
     }
 }
 

@@ -453,18 +453,16 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, Thread
     check_dense(w.type);
     if (w.packed && packable(w.type, w.rows, w.cols)) {
         // packed F16 (tensor/packed.h): groups of 8 rows over the pool. Up to 3 tokens (decode):
-        // whole rows, several groups per tile. 4-16 (batched decode): group by group, each group's
-        // row chunk of 512 columns against all tokens (their chunks stay in L1). More (prefill): tokens in blocks
-        // of 64 and columns in chunks of 512, so a group's chunk (8 KiB) stays in L1 while the
-        // block's 8-token tiles pass it and the block's activation chunk (128 KiB) stays in L2;
-        // each weight byte is read from memory once per 64 tokens. The results are the same bits
-        // in every order (gemm_packed_f16).
+        // whole rows, several groups per tile. 4-16 (batched decode): one call per thread, which
+        // transposes the activations once and runs group by group, 512 columns at a time. More
+        // (prefill): tokens in blocks of 64 and columns in chunks of 512, one call (one
+        // transposition, 128 KiB: L2) per block and chunk, so a group's chunk (8 KiB) stays in L1
+        // while the block's 8-token tiles pass it; each weight byte is read from memory once per
+        // 64 tokens. The results are the same bits in every order (gemm_packed_f16).
         const int64_t groups = w.rows / kPackRows;
         constexpr int64_t kTokBlock = 64, kChunk = 512;
         auto body = [&](size_t gs, size_t ge) {
             const auto g0 = static_cast<int64_t>(gs), g1 = static_cast<int64_t>(ge);
-            // decode and batched decode: group by group (sequential weights); gemm_packed_f16 chunks
-            // the columns itself for 4+ tokens
             if (n_tok <= 16) return gemm_packed_f16(w.packed, w.cols, g0, g1, 0, w.cols, x, w.cols, 0, n_tok, y, w.rows);
             for (int64_t t0 = 0; t0 < n_tok; t0 += kTokBlock)
                 for (int64_t k0 = 0; k0 < w.cols; k0 += kChunk)
