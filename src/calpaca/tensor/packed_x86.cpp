@@ -57,113 +57,94 @@ inline __m256i bcast4(const int8_t* p) {
 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 inline __m256 scales8(const uint16_t* d) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d))); }
 
-template <int NT>
-void tile_q4_0(const PackQ4_0* p, int64_t nb, const ActPanel& a, int64_t t, float* y, int64_t ldy) {
+// Every kernel below runs G groups (p[i]: group i's first block; its output rows at y[i]) ×
+// NT tokens from t: G = 1 is a tile (NT tokens), NT = 1 with G = kStreams is decode
+// (decode_streams). Each (group, token) gets the same arithmetic whatever G and NT are.
+template <int G, int NT>
+void kernel_q4_0(const PackQ4_0* const* p, int64_t nb, const ActPanel& a, int64_t t, float* const* y, int64_t ldy) {
     const BlockQ8_0* ar[NT];
     const float* ad[NT];
     const int32_t* as[NT];
-    __m256 acc[NT];
+    __m256 acc[G][NT];
     for (int k = 0; k < NT; ++k) {
         ar[k] = reinterpret_cast<const BlockQ8_0*>(a.q + static_cast<size_t>(t + k) * a.rb);
         ad[k] = a.d + (t + k) * a.ld;
         as[k] = a.s + (t + k) * a.ld;
-        acc[k] = _mm256_setzero_ps();
+        for (int i = 0; i < G; ++i) acc[i][k] = _mm256_setzero_ps();
     }
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     for (int64_t b = 0; b < nb; ++b) {
-        __m256i s16[NT];
-        for (int k = 0; k < NT; ++k) s16[k] = _mm256_setzero_si256();
-        for (int j = 0; j < 4; ++j) {
-            const __m256i v = load(p[b].qs + 32 * j);
-            const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            for (int k = 0; k < NT; ++k) {
-                const int8_t* q = ar[k][b].qs;
-                s16[k] = _mm256_add_epi16(s16[k], _mm256_maddubs_epi16(lo, bcast4(q + 4 * j)));
-                s16[k] = _mm256_add_epi16(s16[k], _mm256_maddubs_epi16(hi, bcast4(q + 16 + 4 * j)));
-            }
-        }
-        const __m256 dw = scales8(p[b].d);
-        for (int k = 0; k < NT; ++k) {
-            const __m256i s32 = _mm256_sub_epi32(_mm256_madd_epi16(s16[k], ones), _mm256_set1_epi32(8 * as[k][b]));
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, _mm256_broadcast_ss(ad[k] + b)), acc[k]);
-        }
-    }
-    for (int k = 0; k < NT; ++k) _mm256_storeu_ps(y + (t + k) * ldy, acc[k]);
-}
-
-// Decode (one token) of G groups at once, each exactly as tile_q4_0<1> computes it: G
-// independent weight streams per thread keep more memory reads in flight than one (decode_streams).
-template <int G>
-void decode_q4_0(const PackQ4_0* const* p, int64_t nb, const ActPanel& a, int64_t t, float* const* y) {
-    const BlockQ8_0* ar = reinterpret_cast<const BlockQ8_0*>(a.q + static_cast<size_t>(t) * a.rb);
-    const float* ad = a.d + t * a.ld;
-    const int32_t* as = a.s + t * a.ld;
-    __m256 acc[G];
-    for (int i = 0; i < G; ++i) acc[i] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < nb; ++b) {
-        const int8_t* q = ar[b].qs;
-        __m256i s16[G];
-        for (int i = 0; i < G; ++i) s16[i] = _mm256_setzero_si256();
-        for (int j = 0; j < 4; ++j) {
-            const __m256i alo = bcast4(q + 4 * j), ahi = bcast4(q + 16 + 4 * j);
+        __m256i s16[G][NT];
+        for (int i = 0; i < G; ++i)
+            for (int k = 0; k < NT; ++k) s16[i][k] = _mm256_setzero_si256();
+        for (int j = 0; j < 4; ++j)
             for (int i = 0; i < G; ++i) {
                 const __m256i v = load(p[i][b].qs + 32 * j);
                 const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                s16[i] = _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(lo, alo));
-                s16[i] = _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(hi, ahi));
+                for (int k = 0; k < NT; ++k) {
+                    const int8_t* q = ar[k][b].qs;
+                    s16[i][k] = _mm256_add_epi16(s16[i][k], _mm256_maddubs_epi16(lo, bcast4(q + 4 * j)));
+                    s16[i][k] = _mm256_add_epi16(s16[i][k], _mm256_maddubs_epi16(hi, bcast4(q + 16 + 4 * j)));
+                }
+            }
+        for (int i = 0; i < G; ++i) {
+            const __m256 dw = scales8(p[i][b].d);
+            for (int k = 0; k < NT; ++k) {
+                const __m256i s32 = _mm256_sub_epi32(_mm256_madd_epi16(s16[i][k], ones), _mm256_set1_epi32(8 * as[k][b]));
+                acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, _mm256_broadcast_ss(ad[k] + b)), acc[i][k]);
             }
         }
-        const __m256i off = _mm256_set1_epi32(8 * as[b]);
-        const __m256 da = _mm256_broadcast_ss(ad + b);
-        for (int i = 0; i < G; ++i) {
-            const __m256i s32 = _mm256_sub_epi32(_mm256_madd_epi16(s16[i], ones), off);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(scales8(p[i][b].d), da), acc[i]);
-        }
     }
-    for (int i = 0; i < G; ++i) _mm256_storeu_ps(y[i], acc[i]);
+    for (int i = 0; i < G; ++i)
+        for (int k = 0; k < NT; ++k) _mm256_storeu_ps(y[i] + (t + k) * ldy, acc[i][k]);
 }
 
-template <int NT>
-void tile_q8_0(const PackQ8_0* p, int64_t nb, const ActPanel& a, int64_t t, float* y, int64_t ldy) {
+template <int G, int NT>
+void kernel_q8_0(const PackQ8_0* const* p, int64_t nb, const ActPanel& a, int64_t t, float* const* y, int64_t ldy) {
     const BlockQ8_0* ar[NT];
     const float* ad[NT];
-    __m256 acc[NT];
+    __m256 acc[G][NT];
     for (int k = 0; k < NT; ++k) {
         ar[k] = reinterpret_cast<const BlockQ8_0*>(a.q + static_cast<size_t>(t + k) * a.rb);
         ad[k] = a.d + (t + k) * a.ld;
-        acc[k] = _mm256_setzero_ps();
+        for (int i = 0; i < G; ++i) acc[i][k] = _mm256_setzero_ps();
     }
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b = 0; b < nb; ++b) {
-        __m256i s32[NT];
-        for (int k = 0; k < NT; ++k) s32[k] = _mm256_setzero_si256();
-        for (int j = 0; j < 8; ++j) {
-            const __m256i v = load(p[b].qs + 32 * j);
-            const __m256i av = _mm256_sign_epi8(v, v);
-            for (int k = 0; k < NT; ++k) {
-                const __m256i prod = _mm256_maddubs_epi16(av, _mm256_sign_epi8(bcast4(ar[k][b].qs + 4 * j), v));
-                s32[k] = _mm256_add_epi32(s32[k], _mm256_madd_epi16(prod, ones));
+        __m256i s32[G][NT];
+        for (int i = 0; i < G; ++i)
+            for (int k = 0; k < NT; ++k) s32[i][k] = _mm256_setzero_si256();
+        for (int j = 0; j < 8; ++j)
+            for (int i = 0; i < G; ++i) {
+                const __m256i v = load(p[i][b].qs + 32 * j);
+                const __m256i av = _mm256_sign_epi8(v, v);
+                for (int k = 0; k < NT; ++k) {
+                    const __m256i prod = _mm256_maddubs_epi16(av, _mm256_sign_epi8(bcast4(ar[k][b].qs + 4 * j), v));
+                    s32[i][k] = _mm256_add_epi32(s32[i][k], _mm256_madd_epi16(prod, ones));
+                }
             }
+        for (int i = 0; i < G; ++i) {
+            const __m256 dw = scales8(p[i][b].d);
+            for (int k = 0; k < NT; ++k)
+                acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[i][k]), _mm256_mul_ps(dw, _mm256_broadcast_ss(ad[k] + b)),
+                                            acc[i][k]);
         }
-        const __m256 dw = scales8(p[b].d);
-        for (int k = 0; k < NT; ++k)
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[k]), _mm256_mul_ps(dw, _mm256_broadcast_ss(ad[k] + b)), acc[k]);
     }
-    for (int k = 0; k < NT; ++k) _mm256_storeu_ps(y + (t + k) * ldy, acc[k]);
+    for (int i = 0; i < G; ++i)
+        for (int k = 0; k < NT; ++k) _mm256_storeu_ps(y[i] + (t + k) * ldy, acc[i][k]);
 }
 
 // Q4_K: per sub-block pair p the 8 steps of each sub-block are added in int16 (as Q4_0) and
 // widened by _mm256_madd_epi16 against the 8 rows' scales (each doubled into its lane's two
 // int16); the mins enter as dmin·d_a·Σ_s min_s·(sum of the sub-block's activations), from the
 // Q8_K bsums, also through madd (two sub-blocks per instruction).
-template <int NT>
-void tile_q4_k(const PackQ4_K* p, int64_t nb, const ActPanel& a, int64_t t, float* y, int64_t ldy) {
+template <int G, int NT>
+void kernel_q4_k(const PackQ4_K* const* p, int64_t nb, const ActPanel& a, int64_t t, float* const* y, int64_t ldy) {
     const BlockQ8_K* ar[NT];
-    __m256 acc[NT];
+    __m256 acc[G][NT];
     for (int k = 0; k < NT; ++k) {
         ar[k] = reinterpret_cast<const BlockQ8_K*>(a.q + static_cast<size_t>(t + k) * a.rb);
-        acc[k] = _mm256_setzero_ps();
+        for (int i = 0; i < G; ++i) acc[i][k] = _mm256_setzero_ps();
     }
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     auto scales16 = [](const uint8_t* sc8) {  // 8 rows' u8 scales → int16 pairs (s_r, s_r)
@@ -171,113 +152,49 @@ void tile_q4_k(const PackQ4_K* p, int64_t nb, const ActPanel& a, int64_t t, floa
         return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v));
     };
     for (int64_t b = 0; b < nb; ++b) {
-        const PackQ4_K& pb = p[b];
-        __m256i s32[NT];
-        for (int k = 0; k < NT; ++k) s32[k] = _mm256_setzero_si256();
+        __m256i s32[G][NT];
+        for (int i = 0; i < G; ++i)
+            for (int k = 0; k < NT; ++k) s32[i][k] = _mm256_setzero_si256();
         for (int q = 0; q < 4; ++q) {
-            __m256i lo16[NT], hi16[NT];
-            for (int k = 0; k < NT; ++k) lo16[k] = hi16[k] = _mm256_setzero_si256();
-            for (int j = 0; j < 8; ++j) {
-                const __m256i v = load(pb.qs + 256 * q + 32 * j);
-                const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                for (int k = 0; k < NT; ++k) {
-                    const int8_t* qa = ar[k][b].qs + 64 * q + 4 * j;
-                    lo16[k] = _mm256_add_epi16(lo16[k], _mm256_maddubs_epi16(lo, bcast4(qa)));
-                    hi16[k] = _mm256_add_epi16(hi16[k], _mm256_maddubs_epi16(hi, bcast4(qa + 32)));
+            __m256i lo16[G][NT], hi16[G][NT];
+            for (int i = 0; i < G; ++i)
+                for (int k = 0; k < NT; ++k) lo16[i][k] = hi16[i][k] = _mm256_setzero_si256();
+            for (int j = 0; j < 8; ++j)
+                for (int i = 0; i < G; ++i) {
+                    const __m256i v = load(p[i][b].qs + 256 * q + 32 * j);
+                    const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                    for (int k = 0; k < NT; ++k) {
+                        const int8_t* qa = ar[k][b].qs + 64 * q + 4 * j;
+                        lo16[i][k] = _mm256_add_epi16(lo16[i][k], _mm256_maddubs_epi16(lo, bcast4(qa)));
+                        hi16[i][k] = _mm256_add_epi16(hi16[i][k], _mm256_maddubs_epi16(hi, bcast4(qa + 32)));
+                    }
                 }
+            for (int i = 0; i < G; ++i) {
+                const __m256i slo = scales16(p[i][b].sc + 8 * (2 * q)), shi = scales16(p[i][b].sc + 8 * (2 * q + 1));
+                for (int k = 0; k < NT; ++k)
+                    s32[i][k] = _mm256_add_epi32(
+                        s32[i][k], _mm256_add_epi32(_mm256_madd_epi16(lo16[i][k], slo), _mm256_madd_epi16(hi16[i][k], shi)));
             }
-            const __m256i slo = scales16(pb.sc + 8 * (2 * q)), shi = scales16(pb.sc + 8 * (2 * q + 1));
-            for (int k = 0; k < NT; ++k)
-                s32[k] = _mm256_add_epi32(s32[k], _mm256_add_epi32(_mm256_madd_epi16(lo16[k], slo), _mm256_madd_epi16(hi16[k], shi)));
         }
-        const __m256 d = scales8(pb.d), dmin = scales8(pb.dmin);
         for (int k = 0; k < NT; ++k) {
             // sub-block sums S_0..S_7 of 32 activations, as int16 pairs (S_2q, S_2q+1) in dword q' = {0,1,4,5}[q]
             const __m256i sums = _mm256_madd_epi16(load(ar[k][b].bsums), ones);
             const __m256i pairs = _mm256_packs_epi32(sums, sums);
-            __m256i m32 = _mm256_setzero_si256();
-            for (int q = 0; q < 4; ++q) {
-                const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pb.mn + 16 * q)));
-                const __m256i sq = _mm256_permutevar8x32_epi32(pairs, _mm256_set1_epi32(q < 2 ? q : q + 2));
-                m32 = _mm256_add_epi32(m32, _mm256_madd_epi16(mn16, sq));
-            }
             const __m256 dy = _mm256_set1_ps(ar[k][b].d);
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[k]), _mm256_mul_ps(d, dy), acc[k]);
-            acc[k] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m32), _mm256_mul_ps(dmin, dy), acc[k]);
-        }
-    }
-    for (int k = 0; k < NT; ++k) _mm256_storeu_ps(y + (t + k) * ldy, acc[k]);
-}
-
-
-// Decode of G groups of Q8_0 / Q4_K at once, each exactly as tile_q8_0<1> / tile_q4_k<1>.
-template <int G>
-void decode_q8_0(const PackQ8_0* const* p, int64_t nb, const ActPanel& a, int64_t t, float* const* y) {
-    const BlockQ8_0* ar = reinterpret_cast<const BlockQ8_0*>(a.q + static_cast<size_t>(t) * a.rb);
-    const float* ad = a.d + t * a.ld;
-    __m256 acc[G];
-    for (int i = 0; i < G; ++i) acc[i] = _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < nb; ++b) {
-        __m256i s32[G];
-        for (int i = 0; i < G; ++i) s32[i] = _mm256_setzero_si256();
-        for (int j = 0; j < 8; ++j) {
-            const __m256i av = bcast4(ar[b].qs + 4 * j);
             for (int i = 0; i < G; ++i) {
-                const __m256i v = load(p[i][b].qs + 32 * j);
-                const __m256i prod = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(av, v));
-                s32[i] = _mm256_add_epi32(s32[i], _mm256_madd_epi16(prod, ones));
-            }
-        }
-        const __m256 da = _mm256_broadcast_ss(ad + b);
-        for (int i = 0; i < G; ++i)
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[i]), _mm256_mul_ps(scales8(p[i][b].d), da), acc[i]);
-    }
-    for (int i = 0; i < G; ++i) _mm256_storeu_ps(y[i], acc[i]);
-}
-
-template <int G>
-void decode_q4_k(const PackQ4_K* const* p, int64_t nb, const ActPanel& a, int64_t t, float* const* y) {
-    const BlockQ8_K* ar = reinterpret_cast<const BlockQ8_K*>(a.q + static_cast<size_t>(t) * a.rb);
-    __m256 acc[G];
-    for (int i = 0; i < G; ++i) acc[i] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    auto scales16 = [](const uint8_t* sc8) {
-        const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc8));
-        return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v));
-    };
-    for (int64_t b = 0; b < nb; ++b) {
-        __m256i s32[G];
-        for (int i = 0; i < G; ++i) s32[i] = _mm256_setzero_si256();
-        for (int q = 0; q < 4; ++q) {
-            __m256i lo16[G], hi16[G];
-            for (int i = 0; i < G; ++i) lo16[i] = hi16[i] = _mm256_setzero_si256();
-            for (int j = 0; j < 8; ++j) {
-                const int8_t* qa = ar[b].qs + 64 * q + 4 * j;
-                const __m256i alo = bcast4(qa), ahi = bcast4(qa + 32);
-                for (int i = 0; i < G; ++i) {
-                    const __m256i v = load(p[i][b].qs + 256 * q + 32 * j);
-                    lo16[i] = _mm256_add_epi16(lo16[i], _mm256_maddubs_epi16(_mm256_and_si256(v, m4), alo));
-                    hi16[i] = _mm256_add_epi16(hi16[i], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), ahi));
+                __m256i m32 = _mm256_setzero_si256();
+                for (int q = 0; q < 4; ++q) {
+                    const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i][b].mn + 16 * q)));
+                    const __m256i sq = _mm256_permutevar8x32_epi32(pairs, _mm256_set1_epi32(q < 2 ? q : q + 2));
+                    m32 = _mm256_add_epi32(m32, _mm256_madd_epi16(mn16, sq));
                 }
+                acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[i][k]), _mm256_mul_ps(scales8(p[i][b].d), dy), acc[i][k]);
+                acc[i][k] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m32), _mm256_mul_ps(scales8(p[i][b].dmin), dy), acc[i][k]);
             }
-            for (int i = 0; i < G; ++i)
-                s32[i] = _mm256_add_epi32(s32[i], _mm256_add_epi32(_mm256_madd_epi16(lo16[i], scales16(p[i][b].sc + 8 * (2 * q))),
-                                                                   _mm256_madd_epi16(hi16[i], scales16(p[i][b].sc + 8 * (2 * q + 1)))));
-        }
-        const __m256i pairs = _mm256_packs_epi32(_mm256_madd_epi16(load(ar[b].bsums), ones), _mm256_madd_epi16(load(ar[b].bsums), ones));
-        const __m256 dy = _mm256_set1_ps(ar[b].d);
-        for (int i = 0; i < G; ++i) {
-            __m256i m32 = _mm256_setzero_si256();
-            for (int q = 0; q < 4; ++q) {
-                const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i][b].mn + 16 * q)));
-                m32 = _mm256_add_epi32(m32, _mm256_madd_epi16(mn16, _mm256_permutevar8x32_epi32(pairs, _mm256_set1_epi32(q < 2 ? q : q + 2))));
-            }
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[i]), _mm256_mul_ps(scales8(p[i][b].d), dy), acc[i]);
-            acc[i] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m32), _mm256_mul_ps(scales8(p[i][b].dmin), dy), acc[i]);
         }
     }
-    for (int i = 0; i < G; ++i) _mm256_storeu_ps(y[i], acc[i]);
+    for (int i = 0; i < G; ++i)
+        for (int k = 0; k < NT; ++k) _mm256_storeu_ps(y[i] + (t + k) * ldy, acc[i][k]);
 }
 
 // Tokens per tile: 4 (8 measured no faster for Q4_0 / Q8_0 within this machine's noise, 2 and 3
@@ -313,7 +230,7 @@ constexpr int kStreams = 4;
 
 // One token, groups [g0, g1) as kStreams contiguous runs walked side by side (Decode<kStreams>),
 // the groups left over one by one (Tile<1>): the same per-group arithmetic either way.
-template <typename P, int BS, void (*Decode)(const P* const*, int64_t, const ActPanel&, int64_t, float* const*),
+template <typename P, int BS, void (*Decode)(const P* const*, int64_t, const ActPanel&, int64_t, float* const*, int64_t),
           template <int> class Tile>
 void decode_streams(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a, int64_t t, float* y,
                     int64_t ldy) {
@@ -325,9 +242,9 @@ void decode_streams(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1,
         for (int c = 0; c < kStreams; ++c) {
             const int64_t g = g0 + c * len + i;
             p[c] = base + g * nb;
-            out[c] = y + t * ldy + g * kPackRows;
+            out[c] = y + g * kPackRows;
         }
-        Decode(p, nb, a, t, out);
+        Decode(p, nb, a, t, out, ldy);
     }
     for (int64_t g = g0 + kStreams * len; g < g1; ++g) Tile<1>::run(base + g * nb, nb, a, t, y + g * kPackRows, ldy);
 }
@@ -335,20 +252,20 @@ void decode_streams(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1,
 template <int NT>
 struct TileQ4_0 {
     static void run(const PackQ4_0* p, int64_t nb, const ActPanel& a, int64_t t, float* y, int64_t ldy) {
-        tile_q4_0<NT>(p, nb, a, t, y, ldy);
+        kernel_q4_0<1, NT>(&p, nb, a, t, &y, ldy);
     }
 };
 template <int NT>
 struct TileQ8_0 {
     static void run(const PackQ8_0* p, int64_t nb, const ActPanel& a, int64_t t, float* y, int64_t ldy) {
-        tile_q8_0<NT>(p, nb, a, t, y, ldy);
+        kernel_q8_0<1, NT>(&p, nb, a, t, &y, ldy);
     }
 };
 
 template <int NT>
 struct TileQ4_K {
     static void run(const PackQ4_K* p, int64_t nb, const ActPanel& a, int64_t t, float* y, int64_t ldy) {
-        tile_q4_k<NT>(p, nb, a, t, y, ldy);
+        kernel_q4_k<1, NT>(&p, nb, a, t, &y, ldy);
     }
 };
 
@@ -461,13 +378,13 @@ void gemm_packed(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64
         fail("gemm_packed: the activation panel lacks its f32 scales or block sums");
     switch (t) {
         case DType::Q4_K:
-            if (t1 - t0 == 1) return decode_streams<PackQ4_K, QK_K, decode_q4_k<kStreams>, TileQ4_K>(packed, cols, g0, g1, a, t0, y, ldy);
+            if (t1 - t0 == 1) return decode_streams<PackQ4_K, QK_K, kernel_q4_k<kStreams, 1>, TileQ4_K>(packed, cols, g0, g1, a, t0, y, ldy);
             return run<PackQ4_K, TileQ4_K, kNT, QK_K>(packed, cols, g0, g1, a, t0, t1, y, ldy);
         case DType::Q4_0:
-            if (t1 - t0 == 1) return decode_streams<PackQ4_0, QK, decode_q4_0<kStreams>, TileQ4_0>(packed, cols, g0, g1, a, t0, y, ldy);
+            if (t1 - t0 == 1) return decode_streams<PackQ4_0, QK, kernel_q4_0<kStreams, 1>, TileQ4_0>(packed, cols, g0, g1, a, t0, y, ldy);
             return run<PackQ4_0, TileQ4_0, kNT>(packed, cols, g0, g1, a, t0, t1, y, ldy);
         case DType::Q8_0:
-            if (t1 - t0 == 1) return decode_streams<PackQ8_0, QK, decode_q8_0<kStreams>, TileQ8_0>(packed, cols, g0, g1, a, t0, y, ldy);
+            if (t1 - t0 == 1) return decode_streams<PackQ8_0, QK, kernel_q8_0<kStreams, 1>, TileQ8_0>(packed, cols, g0, g1, a, t0, y, ldy);
             return run<PackQ8_0, TileQ8_0, kNT>(packed, cols, g0, g1, a, t0, t1, y, ldy);
         default: fail("gemm_packed: no packed kernel for weight type {}", dtype_name(t));
     }
