@@ -90,6 +90,7 @@ void matmul_args(benchmark::internal::Benchmark* b) {
     for (int mode : {kPacked1, kPackedAll}) {
         b->Args({f16, mode, 11008, 4096, 1});
         b->Args({f16, mode, 4096, 4096, 64});
+        b->Args({f16, mode, 4096, 4096, 128});
         b->Args({f16, mode, 4096, 4096, 8});
     }
 }

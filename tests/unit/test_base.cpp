@@ -40,6 +40,24 @@ TEST(ThreadPool, CoversEveryIndexOnce) {
     EXPECT_GE(default_thread_count(), 1);
 }
 
+TEST(ThreadPool, DynamicPiecesCoverEveryIndexOnce) {
+    ThreadPool pool(3), one(1);
+    for (size_t n : {0u, 1u, 5u, 16u, 17u, 1001u})
+        for (size_t grain : {0u, 1u, 4u, 16u, 2000u}) {
+            std::vector<std::atomic<int>> hits(n);
+            std::atomic<int> bad{0};
+            for (ThreadPool* p : {&pool, &one}) {
+                p->parallel_dynamic(n, grain, [&](size_t b, size_t e) {
+                    // pieces of at most `grain` on several threads; one thread may take [0, n) whole
+                    if (b >= e || e > n || (p == &pool && grain > 0 && e - b > grain)) bad++;
+                    for (size_t i = b; i < e; ++i) hits[i]++;
+                });
+            }
+            ASSERT_EQ(bad.load(), 0) << "n " << n << " grain " << grain;
+            for (size_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 2) << "n " << n << " grain " << grain;
+        }
+}
+
 TEST(FileIO, AtomicFileLeavesNothingOnAbort) {
     auto p = (std::filesystem::temp_directory_path() / "calpaca-atomic-test").string();
     std::filesystem::remove(p);

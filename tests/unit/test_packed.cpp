@@ -211,7 +211,7 @@ TEST(Packed, MatmulOnPackedViewIsThreadAndTilingInvariant) {
 // threads.
 TEST(Packed, F16GemmMatchesReferenceAndIsOrderInvariant) {
     std::mt19937 rng(8);
-    const int64_t rows = 40, cols = 1000, ntok = 11;
+    const int64_t rows = 40, cols = 1000, ntok = 15;
     const auto wf = random_vec(rows * cols, rng, 0.5f);
     std::vector<uint8_t> w(rows * cols * 2);
     for (size_t i = 0; i < wf.size(); ++i) {
@@ -251,22 +251,35 @@ TEST(Packed, F16GemmMatchesReferenceAndIsOrderInvariant) {
             }
     }
     if (!packed_kernels_available()) return;
+    // matmul on a packed view: 33 groups (more than two pieces of 16, handed out dynamically,
+    // and an odd last group), 127 tokens (token blocks of 120 + 7) or 9 (one panel), against
+    // one token at a time, on 1 and 3 threads
+    const int64_t mrows = 264, mcols = 600;
+    const auto mf = random_vec(mrows * mcols, rng, 0.5f);
+    std::vector<uint8_t> mw(mrows * mcols * 2), mp(mw.size());
+    for (size_t i = 0; i < mf.size(); ++i) {
+        const uint16_t h = fp32_to_fp16(mf[i]);
+        std::memcpy(mw.data() + 2 * i, &h, 2);
+    }
+    pack_weights(DType::F16, mw.data(), mcols, 0, mrows / 8, mp.data());
     ThreadPool pool(3);
-    MatrixView m{w.data(), DType::F16, rows, cols};
-    m.packed = p.data();
-    const int64_t big = 70;  // > 16 tokens: token blocks × column chunks
-    const auto xb = random_vec(big * cols, rng);
-    std::vector<float> all1(big * rows), all3(big * rows), few(9 * rows), one(rows);
+    MatrixView m{mw.data(), DType::F16, mrows, mcols};
+    m.packed = mp.data();
+    const int64_t big = 127;
+    const auto xb = random_vec(big * mcols, rng);
+    std::vector<float> all1(big * mrows), all3(big * mrows), few(9 * mrows), one(mrows), ref(mrows);
     matmul(m, xb.data(), big, all1.data(), nullptr);
     matmul(m, xb.data(), big, all3.data(), &pool);
     matmul(m, xb.data(), 9, few.data(), &pool);
     for (int64_t t = 0; t < big; ++t) {
-        matmul(m, xb.data() + t * cols, 1, one.data(), &pool);
-        for (int64_t r = 0; r < rows; ++r) {
-            ASSERT_EQ(all1[t * rows + r], all3[t * rows + r]) << "depends on the thread count";
-            ASSERT_EQ(all1[t * rows + r], one[r]) << "decode alone differs from the batch, tok " << t;
+        matmul(m, xb.data() + t * mcols, 1, one.data(), &pool);
+        gemm_packed_f16_ref(mp.data(), mcols, 0, mrows / 8, 0, mcols, xb.data() + t * mcols, mcols, 0, 1, ref.data(), 0);
+        for (int64_t r = 0; r < mrows; ++r) {
+            ASSERT_EQ(all1[t * mrows + r], all3[t * mrows + r]) << "depends on the thread count";
+            ASSERT_EQ(all1[t * mrows + r], one[r]) << "decode alone differs from the batch, tok " << t;
+            ASSERT_NEAR(one[r], ref[r], 1e-4f) << "tok " << t << " row " << r;
             if (t < 9) {
-                ASSERT_EQ(few[t * rows + r], one[r]);
+                ASSERT_EQ(few[t * mrows + r], one[r]);
             }
         }
     }

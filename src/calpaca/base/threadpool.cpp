@@ -1,5 +1,7 @@
 #include "calpaca/base/threadpool.h"
 
+#include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <set>
 #include <string>
@@ -45,6 +47,23 @@ void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t)
     std::unique_lock<std::mutex> lk(mu_);
     cv_done_.wait(lk, [this] { return pending_ == 0; });
     job_ = nullptr;
+}
+
+void ThreadPool::parallel_dynamic(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn) {
+    if (n == 0) return;
+    if (grain == 0) grain = 1;
+    if (n_threads_ == 1 || n <= grain) {
+        fn(0, n);
+        return;
+    }
+    std::atomic<size_t> next{0};
+    parallel_for(static_cast<size_t>(n_threads_), [&](size_t, size_t) {
+        for (;;) {
+            const size_t b = next.fetch_add(grain, std::memory_order_relaxed);
+            if (b >= n) return;
+            fn(b, std::min(n, b + grain));
+        }
+    });
 }
 
 void ThreadPool::worker(int idx) {

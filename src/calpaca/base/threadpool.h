@@ -21,6 +21,11 @@ public:
     int size() const { return n_threads_; }
     // fn(begin, end); chunks are contiguous, one per thread (at most n_threads chunks).
     void parallel_for(size_t n, const std::function<void(size_t, size_t)>& fn);
+    // fn(begin, end) on pieces of `grain` (the last may be shorter) handed out in order to
+    // whichever thread is free: a thread the host slows down takes fewer pieces instead of
+    // holding the others up at the end. Use where the pieces' results do not depend on which
+    // thread runs them.
+    void parallel_dynamic(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn);
 
 private:
     void worker(int idx);

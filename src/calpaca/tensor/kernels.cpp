@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -452,27 +453,41 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, Thread
     if (is_quantized(w.type)) return matmul_quant(w, x, n_tok, y, pool);
     check_dense(w.type);
     if (w.packed && packable(w.type, w.rows, w.cols)) {
-        // packed F16 (tensor/packed.h): groups of 8 rows over the pool. Up to 3 tokens (decode):
-        // whole rows, several groups per tile. 4-16 (batched decode): one call per thread, which
-        // transposes the activations once and runs group by group, 512 columns at a time. More
-        // (prefill): tokens in blocks of 64 and columns in chunks of 512, one call (one
-        // transposition, 128 KiB: L2) per block and chunk, so a group's chunk (8 KiB) stays in L1
-        // while the block's 8-token tiles pass it; each weight byte is read from memory once per
-        // 64 tokens. The results are the same bits in every order (gemm_packed_f16).
+        // packed F16 (tensor/packed.h): groups of 8 rows handed out 16 at a time to whichever
+        // thread is free (ThreadPool::parallel_dynamic: on a shared host one thread often runs
+        // slower; a static half each left the other waiting ~20 % of a prefill matmul). Up to 3
+        // tokens (decode): whole rows, several groups per tile. 4-16 (batched decode): the
+        // activations transposed once (F16Panel, shared by the threads), whole rows. More
+        // (prefill): tokens in blocks of 120, each transposed once, columns in chunks of 512, so
+        // a chunk of the block's panel (240 KiB) stays in L2 while a piece's groups pass it and
+        // each weight byte is read from memory once per 120 tokens. The results are the same
+        // bits in every order (gemm_packed_f16).
         const int64_t groups = w.rows / kPackRows;
-        constexpr int64_t kTokBlock = 64, kChunk = 512;
-        auto body = [&](size_t gs, size_t ge) {
-            const auto g0 = static_cast<int64_t>(gs), g1 = static_cast<int64_t>(ge);
-            if (n_tok <= 16) return gemm_packed_f16(w.packed, w.cols, g0, g1, 0, w.cols, x, w.cols, 0, n_tok, y, w.rows);
-            for (int64_t t0 = 0; t0 < n_tok; t0 += kTokBlock)
-                for (int64_t k0 = 0; k0 < w.cols; k0 += kChunk)
-                    gemm_packed_f16(w.packed, w.cols, g0, g1, k0, std::min(w.cols, k0 + kChunk), x, w.cols, t0,
-                                    std::min(n_tok, t0 + kTokBlock), y, w.rows);
+        constexpr int64_t kTokBlock = 120, kChunk = 512, kGrain = 16;
+        auto run = [&](const std::function<void(size_t, size_t)>& body) {
+            if (pool && groups >= 2 * kGrain)
+                pool->parallel_dynamic(static_cast<size_t>(groups), kGrain, body);
+            else
+                body(0, static_cast<size_t>(groups));
         };
-        if (pool && groups >= 8)
-            pool->parallel_for(static_cast<size_t>(groups), body);
-        else
-            body(0, static_cast<size_t>(groups));
+        if (n_tok <= 3) {
+            run([&](size_t g0, size_t g1) {
+                gemm_packed_f16(w.packed, w.cols, static_cast<int64_t>(g0), static_cast<int64_t>(g1), 0, w.cols, x,
+                                w.cols, 0, n_tok, y, w.rows);
+            });
+            return;
+        }
+        const int64_t block = n_tok <= 16 ? n_tok : kTokBlock, chunk = n_tok <= 16 ? w.cols : kChunk;
+        thread_local F16Panel tl_panel;
+        F16Panel& panel = tl_panel;  // the calling thread's, named so the workers' lambdas see this one
+        for (int64_t t0 = 0; t0 < n_tok; t0 += block) {
+            prepare_f16_panel(x, w.cols, t0, std::min(n_tok, t0 + block), 0, w.cols, panel, pool);
+            run([&](size_t g0, size_t g1) {
+                for (int64_t k0 = 0; k0 < w.cols; k0 += chunk)
+                    gemm_packed_f16_panel(w.packed, w.cols, static_cast<int64_t>(g0), static_cast<int64_t>(g1), panel,
+                                          k0, std::min(w.cols, k0 + chunk), y, w.rows);
+            });
+        }
         return;
     }
     const size_t rb = static_cast<size_t>(row_bytes(w.type, static_cast<uint64_t>(w.cols)));

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "calpaca/base/error.h"
+#include "calpaca/base/threadpool.h"
 #include "calpaca/tensor/quant_blocks.h"
 #include "calpaca/tensor/quant_dot.h"
 
@@ -210,7 +211,52 @@ void gemm_packed_f16_ref(const uint8_t* packed, int64_t cols, int64_t g0, int64_
     }
 }
 
+void prepare_f16_panel(const float* x, int64_t ldx, int64_t t0, int64_t t1, int64_t k0, int64_t k1, F16Panel& p,
+                       ThreadPool* pool) {
+    constexpr int64_t T = kF16TileTokens;
+    const int64_t n = t1 - t0, K = k1 - k0, full = n / T, rem = n % T;
+    if (n <= 0 || K <= 0) fail("prepare_f16_panel: empty token range [{}, {}) or column range [{}, {})", t0, t1, k0, k1);
+    p.k0 = k0;
+    p.k1 = k1;
+    p.tile_n.assign(static_cast<size_t>(full), T);
+    if (rem > 0 && rem < 3 && full > 0) {
+        p.tile_n.back() = 4;
+        p.tile_n.push_back(T + rem - 4);
+    } else if (rem > 0) {
+        p.tile_n.push_back(rem);
+    }
+    const auto tiles = static_cast<int64_t>(p.tile_n.size());
+    p.tile_t.resize(p.tile_n.size());
+    p.xt.resize(static_cast<size_t>(tiles * K * T));  // a short tile's unused slots are never read
+    for (int64_t i = 0, tok = t0; i < tiles; tok += p.tile_n[static_cast<size_t>(i)], ++i)
+        p.tile_t[static_cast<size_t>(i)] = tok;
+    auto body = [&](size_t b, size_t e) {
+        for (size_t i = b; i < e; ++i)
+            for (int64_t j = 0; j < p.tile_n[i]; ++j) {
+                const float* src = x + (p.tile_t[i] + j) * ldx + k0;
+                float* dst = p.xt.data() + static_cast<int64_t>(i) * K * T + j;
+                for (int64_t k = 0; k < K; ++k) dst[k * T] = src[k];
+            }
+    };
+    if (pool && tiles > 1)
+        pool->parallel_for(static_cast<size_t>(tiles), body);
+    else
+        body(0, static_cast<size_t>(tiles));
+}
+
 #if !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+void gemm_packed_f16_panel(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const F16Panel& p, int64_t c0,
+                           int64_t c1, float* y, int64_t ldy) {
+    const int64_t K = p.k1 - p.k0;
+    std::vector<float> x(static_cast<size_t>(c1));  // token t's columns [c0, c1) at their own index
+    for (size_t i = 0; i < p.tile_n.size(); ++i)
+        for (int64_t j = 0; j < p.tile_n[i]; ++j) {
+            for (int64_t k = c0; k < c1; ++k)
+                x[static_cast<size_t>(k)] = p.xt[(static_cast<int64_t>(i) * K + (k - p.k0)) * kF16TileTokens + j];
+            const int64_t t = p.tile_t[i] + j;
+            gemm_packed_f16_ref(packed, cols, g0, g1, c0, c1, x.data(), 0, 0, 1, y + t * ldy, 0);
+        }
+}
 void gemm_packed_f16(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, int64_t k0, int64_t k1,
                      const float* x, int64_t ldx, int64_t t0, int64_t t1, float* y, int64_t ldy) {
     gemm_packed_f16_ref(packed, cols, g0, g1, k0, k1, x, ldx, t0, t1, y, ldy);

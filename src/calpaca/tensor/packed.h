@@ -33,12 +33,14 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "calpaca/tensor/dtype.h"
 #include "calpaca/tensor/gemm.h"
 
 namespace calpaca {
 
+class ThreadPool;
 constexpr int kPackRows = 8;
 
 // Whether this build has packed kernels for weight type t with this shape (F16, Q4_0 / Q8_0 / Q4_K,
@@ -74,5 +76,23 @@ void gemm_packed_f16(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1
                      const float* x, int64_t ldx, int64_t t0, int64_t t1, float* y, int64_t ldy);
 void gemm_packed_f16_ref(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, int64_t k0, int64_t k1,
                          const float* x, int64_t ldx, int64_t t0, int64_t t1, float* y, int64_t ldy);
+
+// Activations [t0, t1) × columns [k0, k1) transposed for the packed F16 kernel, prepared once and
+// shared by every thread of a matmul: tiles of kF16TileTokens tokens (a remainder of 1 or 2
+// joins the last full tile and the two split 4 + 3 / 4 + 4), tile i's value for its token j at
+// column k at xt[i·K·kF16TileTokens + (k - k0)·kF16TileTokens + j] (K = k1 - k0).
+constexpr int kF16TileTokens = 6;
+struct F16Panel {
+    std::vector<float> xt;
+    std::vector<int64_t> tile_n, tile_t;  // tokens per tile, first token of each tile
+    int64_t k0 = 0, k1 = 0;
+};
+// (pool: tiles split over its threads; nullptr: the calling thread alone)
+void prepare_f16_panel(const float* x, int64_t ldx, int64_t t0, int64_t t1, int64_t k0, int64_t k1, F16Panel& p,
+                       ThreadPool* pool = nullptr);
+// gemm_packed_f16 for the panel's tokens over columns [c0, c1) within the panel's [k0, k1)
+// (c0 > k0: continuing from y), the same bits as gemm_packed_f16.
+void gemm_packed_f16_panel(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const F16Panel& p, int64_t c0,
+                           int64_t c1, float* y, int64_t ldy);
 
 }  // namespace calpaca

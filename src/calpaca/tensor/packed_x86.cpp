@@ -294,27 +294,40 @@ void tile_f16(const uint8_t* p, size_t gstride, int64_t k0, int64_t k1, const fl
         for (int j = 0; j < NT; ++j) _mm256_storeu_ps(y + (t + j) * ldy + i * kPackRows, acc[i][j]);
 }
 
-// The same tile (G = 1) on a transposed activation chunk: token j's value at column k is
-// xt[(k - kb) * 8 + j], so a column's NT values share one cache line (token rows cols·4 bytes
-// apart alias to the same L1 sets and evict each other).
-template <int NT>
-void tile_f16_t(const uint8_t* p, int64_t k0, int64_t k1, const float* xt, int64_t kb, int64_t t, float* y, int64_t ldy) {
-    __m256 acc[NT];
-    for (int j = 0; j < NT; ++j) acc[j] = k0 > 0 ? _mm256_loadu_ps(y + (t + j) * ldy) : _mm256_setzero_ps();
-    for (int64_t k = k0; k < k1; ++k) {
-        const __m256 w = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k)));
-        const float* xk = xt + (k - kb) * 8;
-        for (int j = 0; j < NT; ++j) acc[j] = _mm256_fmadd_ps(w, _mm256_broadcast_ss(xk + j), acc[j]);
+// The same arithmetic on a transposed activation chunk: token j's value at column k is
+// xt[(k - kb) * kTokT + j] (a column's tokens share one cache line; token rows cols·4 bytes apart
+// alias to the same L1 sets and evict each other). G = 2 groups × NT = 6 tokens is 12 chains:
+// per column 2 weight loads and 6 broadcasts feed 12 FMAs, so the FMA ports, not the load ports,
+// set the pace (8 rows × 8 tokens needed 9 loads per 8 FMAs and ran at half the FMA peak).
+constexpr int kTokT = kF16TileTokens;
+
+template <int G, int NT>
+void tile_f16_t(const uint8_t* p, size_t gstride, int64_t k0, int64_t k1, const float* xt, int64_t kb, int64_t t,
+                float* y, int64_t ldy) {
+    __m256 acc[G][NT];
+    for (int i = 0; i < G; ++i)
+        for (int j = 0; j < NT; ++j)
+            acc[i][j] = k0 > 0 ? _mm256_loadu_ps(y + (t + j) * ldy + i * kPackRows) : _mm256_setzero_ps();
+    const float* xk = xt + (k0 - kb) * kTokT;
+    for (int64_t k = k0; k < k1; ++k, xk += kTokT) {
+        __m256 w[G];
+        for (int i = 0; i < G; ++i)
+            w[i] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i * gstride + 16 * k)));
+        for (int j = 0; j < NT; ++j) {
+            const __m256 xb = _mm256_broadcast_ss(xk + j);
+            for (int i = 0; i < G; ++i) acc[i][j] = _mm256_fmadd_ps(w[i], xb, acc[i][j]);
+        }
     }
-    for (int j = 0; j < NT; ++j) _mm256_storeu_ps(y + (t + j) * ldy, acc[j]);
+    for (int i = 0; i < G; ++i)
+        for (int j = 0; j < NT; ++j) _mm256_storeu_ps(y + (t + j) * ldy + i * kPackRows, acc[i][j]);
 }
 
-template <int NT>
-void f16_rest_t(int64_t n, const uint8_t* p, int64_t k0, int64_t k1, const float* xt, int64_t kb, int64_t t, float* y,
-                int64_t ldy) {
+template <int G, int NT>
+void f16_rest_t(int64_t n, const uint8_t* p, size_t gstride, int64_t k0, int64_t k1, const float* xt, int64_t kb,
+                int64_t t, float* y, int64_t ldy) {
     if constexpr (NT > 0) {
-        if (n == NT) return tile_f16_t<NT>(p, k0, k1, xt, kb, t, y, ldy);
-        f16_rest_t<NT - 1>(n, p, k0, k1, xt, kb, t, y, ldy);
+        if (n == NT) return tile_f16_t<G, NT>(p, gstride, k0, k1, xt, kb, t, y, ldy);
+        f16_rest_t<G, NT - 1>(n, p, gstride, k0, k1, xt, kb, t, y, ldy);
     }
 }
 
@@ -342,33 +355,49 @@ void gemm_packed_f16(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1
             default: return f16_tokens<1>(packed, cols, g0, g1, k0, k1, x, ldx, t0, y, ldy);
         }
     }
-    // 4+ tokens: the activation chunk transposed once per call into tiles of 8 tokens ([k][8],
-    // zero-padded), then group by group, columns in chunks of 512 (the group's chunk stays in L1
-    // while the tiles pass it)
-    constexpr int kTok = 8;
-    constexpr int64_t kChunk = 512;
-    const int64_t K = k1 - k0, tiles = (n + kTok - 1) / kTok;
-    thread_local std::vector<float> xt;
-    xt.resize(static_cast<size_t>(tiles * K * kTok));
-    for (int64_t i = 0; i < tiles; ++i)
-        for (int j = 0; j < kTok; ++j) {
-            const int64_t tok = t0 + i * kTok + j;
-            float* dst = xt.data() + i * K * kTok + j;
-            if (tok < t1) {
-                const float* src = x + tok * ldx + k0;
-                for (int64_t k = 0; k < K; ++k) dst[k * kTok] = src[k];
-            } else {
-                for (int64_t k = 0; k < K; ++k) dst[k * kTok] = 0.0f;
+    // 4+ tokens: the activations transposed once per call (prepare_f16_panel)
+    thread_local F16Panel panel;
+    prepare_f16_panel(x, ldx, t0, t1, k0, k1, panel);
+    gemm_packed_f16_panel(packed, cols, g0, g1, panel, k0, k1, y, ldy);
+}
+
+// Two groups at a time, columns in chunks of 256 (the pair's chunk, 8 KiB, and a tile's, 6 KiB,
+// stay in L1 while the tiles pass).
+void gemm_packed_f16_panel(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const F16Panel& p, int64_t c0,
+                           int64_t c1, float* y, int64_t ldy) {
+    constexpr int64_t kChunk = 256;
+    const int64_t K = p.k1 - p.k0, tiles = static_cast<int64_t>(p.tile_n.size());
+    if (c0 < p.k0 || c1 > p.k1 || c0 >= c1)
+        fail("gemm_packed_f16_panel: columns [{}, {}) outside the panel's [{}, {})", c0, c1, p.k0, p.k1);
+    const size_t gs = static_cast<size_t>(cols) * 16;
+    // While the tiles pass one chunk, the next chunk's weights (this pair's next columns, else the
+    // next pair's first) are prefetched a few lines per tile: each new stream would otherwise
+    // start with a run of memory misses in its first tile.
+    auto prefetch_next = [&](int64_t g, int64_t e, int64_t i) {
+        int64_t ng = g, nc = e;
+        if (nc >= c1) ng = g + 2, nc = c0;
+        if (ng >= g1) return;
+        const int64_t lines = (std::min(c1, nc + kChunk) - nc) * 16 / 64;
+        const int64_t per = (lines + tiles - 1) / tiles, l0 = i * per, l1 = std::min(lines, l0 + per);
+        for (int64_t h = 0; h < 2 && ng + h < g1; ++h) {
+            const uint8_t* base = packed + (ng + h) * gs + nc * 16;
+            for (int64_t l = l0; l < l1; ++l) _mm_prefetch(reinterpret_cast<const char*>(base + l * 64), _MM_HINT_T0);
+        }
+    };
+    auto pass = [&]<int G>(int64_t g) {
+        for (int64_t b = c0; b < c1; b += kChunk) {
+            const int64_t e = std::min(c1, b + kChunk);
+            for (int64_t i = 0; i < tiles; ++i) {
+                prefetch_next(g, e, i);
+                const auto u = static_cast<size_t>(i);
+                f16_rest_t<G, kTokT>(p.tile_n[u], packed + g * gs, gs, b, e, p.xt.data() + i * K * kTokT, p.k0,
+                                     p.tile_t[u], y + g * kPackRows, ldy);
             }
         }
-    const size_t gs = static_cast<size_t>(cols) * 16;
-    for (int64_t g = g0; g < g1; ++g)
-        for (int64_t c0 = k0; c0 < k1; c0 += kChunk) {
-            const int64_t c1 = std::min(k1, c0 + kChunk);
-            for (int64_t i = 0; i < tiles; ++i)
-                f16_rest_t<kTok>(std::min<int64_t>(kTok, t1 - (t0 + i * kTok)), packed + g * gs, c0, c1,
-                                 xt.data() + i * K * kTok, k0, t0 + i * kTok, y + g * kPackRows, ldy);
-        }
+    };
+    int64_t g = g0;
+    for (; g + 2 <= g1; g += 2) pass.template operator()<2>(g);
+    if (g < g1) pass.template operator()<1>(g);
 }
 
 void gemm_packed(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a, int64_t t0,
