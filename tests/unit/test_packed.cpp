@@ -169,14 +169,15 @@ TEST(Packed, GemmMatchesReferenceTwinAndRowDots) {
 
 // matmul on a view with a packed copy: close to the row layout's reference, and bit-identical
 // for 1 or 3 threads and for any number of tokens around it (tile edges; one token runs the
-// multi-stream decode kernels).
+// multi-stream decode kernels). 130 groups: more than two of the pieces the pool hands out
+// (64 groups in decode, 16 otherwise) and a short last piece.
 TEST(Packed, MatmulOnPackedViewIsThreadAndTilingInvariant) {
     if (!packed_kernels_available()) GTEST_SKIP() << "no packed kernels in this build";
     std::mt19937 rng(7);
     ThreadPool pool(3);
     for (DType t : kPackedTypes) {
         SCOPED_TRACE(dtype_name(t));
-        const int64_t rows = 96, cols = 4096 + 5 * dtype_info(t).block_size, ntok = 23;
+        const int64_t rows = 8 * 130, cols = 4096 + 5 * dtype_info(t).block_size, ntok = 23;
         const auto w = quantized(t, random_vec(rows * cols, rng, 0.5f));
         std::vector<uint8_t> p(packed_bytes(t, rows, cols));
         pack_weights(t, w.data(), cols, 0, rows / 8, p.data());
@@ -191,8 +192,8 @@ TEST(Packed, MatmulOnPackedViewIsThreadAndTilingInvariant) {
         const Acts a = make_acts(t, x, ntok, cols);
         for (int64_t tok = 0; tok < ntok; ++tok) {
             std::vector<float> one(rows), one1(rows);
-            matmul(m, x.data() + tok * cols, 1, one.data(), &pool);    // decode: one token, 4 groups per thread
-            matmul(m, x.data() + tok * cols, 1, one1.data(), nullptr);  // 12 groups: 4 streams × 3
+            matmul(m, x.data() + tok * cols, 1, one.data(), &pool);    // decode: pieces of 64 groups
+            matmul(m, x.data() + tok * cols, 1, one1.data(), nullptr);  // 130 groups: 4 streams × 32 + 2
             for (int64_t r = 0; r < rows; ++r) {
                 ASSERT_EQ(one1[r], one[r]) << "decode depends on the thread count";
                 const size_t i = tok * rows + r;

@@ -174,13 +174,16 @@ void matmul_rows(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, fl
             }
         }
     };
-    if (pool && w.rows >= 64)
+    // pieces of 256 rows to whichever thread is free (see the F16 matmul)
+    if (pool && w.rows >= 512)
+        pool->parallel_dynamic(static_cast<size_t>(w.rows), 256, body);
+    else if (pool && w.rows >= 64)
         pool->parallel_for(static_cast<size_t>(w.rows), body);
     else
         body(0, static_cast<size_t>(w.rows));
 }
 
-// Packed weights (tensor/packed.h): groups of 8 rows split over the pool; tokens in blocks
+// Packed weights (tensor/packed.h): groups of 8 rows handed out over the pool; tokens in blocks
 // whose quantized activations fit in L2 (<= 256 KiB), so each weight byte is read from memory
 // once per token block and a group's weights stay in L1/L2 while the block's tiles pass them.
 void matmul_packed(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, float* y, ThreadPool* pool) {
@@ -192,8 +195,11 @@ void matmul_packed(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, 
             gemm_packed(w.type, w.packed, w.cols, static_cast<int64_t>(g0), static_cast<int64_t>(g1), ap, t0,
                         std::min(n_tok, t0 + tok_block), y, w.rows);
     };
-    if (pool && groups >= 8)
-        pool->parallel_for(static_cast<size_t>(groups), body);
+    // pieces handed out to whichever thread is free (see the F16 matmul): 64 groups in decode
+    // (4 streams of 16 groups each, long enough for the prefetchers), 16 with more tokens
+    const size_t grain = n_tok == 1 ? 64 : 16;
+    if (pool && static_cast<size_t>(groups) >= 2 * grain)
+        pool->parallel_dynamic(static_cast<size_t>(groups), grain, body);
     else
         body(0, static_cast<size_t>(groups));
 }

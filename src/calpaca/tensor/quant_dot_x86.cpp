@@ -55,8 +55,18 @@ inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), 
 inline __m256i dot_scaled(__m256i q, __m256i y, __m256i scale16) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scale16);
 }
-inline __m256i scales_2x16(int lo, int hi) {  // elements 0..15 scaled by lo, 16..31 by hi
-    return _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(hi)), _mm_set1_epi16(static_cast<int16_t>(lo)));
+// The 16 per-16-element scales of a K-quant super-block as int16 (sc16): pair_scales(sc16, i)
+// (i < 8) scales elements 0..15 of a 32-byte step by sc[2i] and 16..31 by sc[2i + 1], made by two
+// shuffles of sc16 (the half's 128 bits in both lanes, then its lanes 2c / 2c + 1 broadcast per
+// lane). Scalar loads, broadcasts and an insert per pair were about a third of the Q6_K decode
+// kernel's instructions.
+inline __m256i pair_scales(__m256i sc16, int i) {
+    const __m256i half = i < 4 ? _mm256_permute2x128_si256(sc16, sc16, 0x00) : _mm256_permute2x128_si256(sc16, sc16, 0x11);
+    const auto b = static_cast<char>(4 * (i & 3));
+    const __m256i mask = _mm256_setr_epi8(b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1,
+                                          b + 2, b + 3, b + 2, b + 3, b + 2, b + 3, b + 2, b + 3, b + 2, b + 3, b + 2,
+                                          b + 3, b + 2, b + 3, b + 2, b + 3);
+    return _mm256_shuffle_epi8(half, mask);
 }
 inline __m256i srl16(__m256i v, int n) { return _mm256_srl_epi16(v, _mm_cvtsi32_si128(n)); }
 
@@ -184,15 +194,14 @@ void dot_q2_K(const void* w, const void* const* a, int64_t nb, float* out) {
     for (int64_t b = 0; b < nb; ++b) {
         const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].scales));
         const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
-        int sc[16];
-        for (int s = 0; s < 16; ++s) sc[s] = x[b].scales[s] & 15;
+        const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, _mm_set1_epi8(0x0F)));
         __m256i sumi[NT];
         for (int k = 0; k < NT; ++k) sumi[k] = _mm256_setzero_si256();
         for (int h = 0; h < 2; ++h) {
             const __m256i qv = loadu(x[b].qs + 32 * h);
             for (int j = 0; j < 4; ++j) {
                 const __m256i q = _mm256_and_si256(srl16(qv, 2 * j), m3);
-                const __m256i s = scales_2x16(sc[8 * h + 2 * j], sc[8 * h + 2 * j + 1]);
+                const __m256i s = pair_scales(sc16, 4 * h + j);
                 for (int k = 0; k < NT; ++k)
                     sumi[k] = _mm256_add_epi32(sumi[k], dot_scaled(q, loadu(y[k][b].qs + 128 * h + 32 * j), s));
             }
@@ -219,8 +228,6 @@ void dot_q3_K(const void* w, const void* const* a, int64_t nb, float* out) {
     for (int64_t b = 0; b < nb; ++b) {
         const __m128i sc8 = q3k_scales(x[b].scales);
         const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
-        alignas(16) int8_t sc[16];
-        _mm_store_si128(reinterpret_cast<__m128i*>(sc), sc8);
         __m256i sumi[NT];
         for (int k = 0; k < NT; ++k) sumi[k] = _mm256_setzero_si256();
         const __m256i hm = loadu(x[b].hmask);
@@ -230,7 +237,7 @@ void dot_q3_K(const void* w, const void* const* a, int64_t nb, float* out) {
                 const __m256i lo = _mm256_and_si256(srl16(qv, 2 * j), m3);
                 const __m256i hb = _mm256_slli_epi16(_mm256_and_si256(srl16(hm, 4 * h + j), one), 2);
                 const __m256i q = _mm256_or_si256(lo, hb);  // code + 4, in 0..7
-                const __m256i s = scales_2x16(sc[8 * h + 2 * j], sc[8 * h + 2 * j + 1]);
+                const __m256i s = pair_scales(sc16, 4 * h + j);
                 for (int k = 0; k < NT; ++k)
                     sumi[k] = _mm256_add_epi32(sumi[k], dot_scaled(q, loadu(y[k][b].qs + 128 * h + 32 * j), s));
             }
@@ -313,7 +320,7 @@ inline void q6k_block(const BlockQ6_K& x, const BlockQ8_K* const* y, __m256* acc
                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4)),
         };
         for (int c = 0; c < 4; ++c) {
-            const __m256i s = scales_2x16(x.scales[8 * h + 2 * c], x.scales[8 * h + 2 * c + 1]);
+            const __m256i s = pair_scales(sc16, 4 * h + c);
             for (int k = 0; k < NT; ++k)
                 sumi[k] = _mm256_add_epi32(sumi[k], dot_scaled(q[c], loadu(y[k]->qs + 128 * h + 32 * c), s));
         }
