@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <string>
 #include <nlohmann/json.hpp>
 
 #include "calpaca/base/error.h"
@@ -101,6 +103,9 @@ TEST(BenchRun, TinyModelGivesAllFields) {
     EXPECT_TRUE(r.bandwidth_measured);
     EXPECT_GT(r.efficiency, 0);
     EXPECT_TRUE(std::isfinite(r.efficiency));
+    ASSERT_EQ(r.efficiency_reps.size(), 2u);  // one per tg run, against the bandwidth measured after it
+    EXPECT_EQ(r.bandwidth.passes_gbps.size(), 6u);
+    EXPECT_DOUBLE_EQ(r.efficiency, summarize(r.efficiency_reps).median);
     EXPECT_GT(r.peak_rss_bytes, 0u);
     EXPECT_EQ(r.kv_cache_bytes, 2ull * 2 * 17 * 16 * 2);  // layers x ctx (max(8, 4, 17)) x kv dim x f16, K and V
     const auto j = bench_json(r);
@@ -108,6 +113,22 @@ TEST(BenchRun, TinyModelGivesAllFields) {
                           "decode_bandwidth_efficiency", "weight_bytes_per_token", "threads", "cpu"})
         EXPECT_TRUE(j.contains(k)) << k;
     EXPECT_NE(bench_table(r).find("tg4"), std::string::npos);
+
+    // A 256 MiB bandwidth buffer is not the model's memory: the reported peak leaves it out
+    // (where the kernel lets the process reset its peak RSS: proc(5) clear_refs).
+    if (std::ofstream("/proc/self/clear_refs") << "5") {
+        auto rss_kib = [](const char* key) {
+            std::ifstream f("/proc/self/status");
+            std::string line;
+            while (std::getline(f, line))
+                if (line.rfind(key, 0) == 0) return std::stoull(line.substr(std::string(key).size()));
+            return 0ull;
+        };
+        o.bandwidth_buffer_bytes = uint64_t(256) << 20;
+        const BenchResult big = run_bench(*m, pool, o);
+        EXPECT_LT(big.peak_rss_bytes, rss_kib("VmRSS:") * 1024 + (uint64_t(128) << 20));
+        EXPECT_EQ(big.bandwidth.buffer_bytes, uint64_t(256) << 20);
+    }
 
     o.n_gen = 0;
     o.measure_bandwidth = false;

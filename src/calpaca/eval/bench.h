@@ -9,6 +9,11 @@
 // Decode bandwidth efficiency = weight bytes read per generated token x tg tokens/s
 // / measured read bandwidth: the share of the machine's memory bandwidth that decode turns
 // into useful weight reads (decode of one sequence must stream every weight once per token).
+// With a tg test the bandwidth is measured right after each tg repetition (3 passes) and the
+// efficiency is the median over repetitions of each run's speed against the bandwidth measured
+// next to it: on a shared host the bandwidth drifts by tens of percent within a minute, so a
+// single measurement at the end compared decode and bandwidth from different moments. Without
+// tg, one measurement of 9 passes at the end.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -65,8 +70,9 @@ struct BenchResult {
     SampleStats pp_tps, tg_tps;   // tokens per second; empty when the test was skipped
     bool bandwidth_measured = false;
     BandwidthResult bandwidth;
-    double efficiency = 0;        // median tg t/s based; 0 when tg or bandwidth is missing
-    uint64_t peak_rss_bytes = 0;  // after the tests, before the bandwidth buffer is allocated
+    double efficiency = 0;        // median of efficiency_reps; 0 when tg or bandwidth is missing
+    std::vector<double> efficiency_reps;  // per tg repetition, against the bandwidth measured after it
+    uint64_t peak_rss_bytes = 0;  // peak over the tests, not counting the bandwidth probe's buffer
 };
 
 // Throws Error for bad options (negative sizes, reps < 1, nothing to run).
