@@ -21,6 +21,19 @@ ThreadPool::~ThreadPool() {
     for (auto& t : threads_) t.join();
 }
 
+// Polls done() for up to ~50 µs (a pause per poll) before the caller falls back to sleeping.
+template <class F>
+static void spin_until(F done) {
+    for (int i = 0; i < 2048; ++i) {
+        if (done()) return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#else
+        std::this_thread::yield();
+#endif
+    }
+}
+
 static void chunk_of(size_t n, int parts, int idx, size_t& b, size_t& e) {
     size_t per = n / parts, rem = n % parts;
     b = idx * per + (static_cast<size_t>(idx) < rem ? idx : rem);
@@ -37,15 +50,16 @@ void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t)
         std::lock_guard<std::mutex> lk(mu_);
         job_ = &fn;
         job_n_ = n;
-        pending_ = n_threads_ - 1;
-        ++generation_;
+        pending_.store(n_threads_ - 1);
+        generation_.fetch_add(1);
     }
     cv_start_.notify_all();
     size_t b, e;
     chunk_of(n, n_threads_, 0, b, e);
     if (b < e) fn(b, e);
+    spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; });
     std::unique_lock<std::mutex> lk(mu_);
-    cv_done_.wait(lk, [this] { return pending_ == 0; });
+    cv_done_.wait(lk, [this] { return pending_.load() == 0; });
     job_ = nullptr;
 }
 
@@ -71,20 +85,23 @@ void ThreadPool::worker(int idx) {
     for (;;) {
         const std::function<void(size_t, size_t)>* job;
         size_t n;
+        spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
         {
             std::unique_lock<std::mutex> lk(mu_);
-            cv_start_.wait(lk, [&] { return stop_ || generation_ != seen; });
+            cv_start_.wait(lk, [&] { return stop_ || generation_.load() != seen; });
             if (stop_) return;
-            seen = generation_;
+            seen = generation_.load();
             job = job_;
             n = job_n_;
         }
         size_t b, e;
         chunk_of(n, n_threads_, idx, b, e);
         if (b < e) (*job)(b, e);
-        {
-            std::lock_guard<std::mutex> lk(mu_);
-            if (--pending_ == 0) cv_done_.notify_one();
+        if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            // taking the lock orders this against the caller's check-then-sleep: it either sees
+            // pending_ == 0 or is already waiting when notified
+            { std::lock_guard<std::mutex> lk(mu_); }
+            cv_done_.notify_one();
         }
     }
 }
