@@ -32,7 +32,9 @@ static Command add_bench(CLI::App& root) {
     app->footer(
         "Prints tokens/s (median, min, max, stddev over the repetitions) for pp (one batch of -p tokens)\n"
         "and tg (-n single-token steps), the measured memory read bandwidth, and decode bandwidth\n"
-        "efficiency = weight bytes read per token x tg tokens/s / bandwidth.\n\n"
+        "efficiency = weight bytes read per token x tg tokens/s / bandwidth. With a tg test the\n"
+        "bandwidth is measured right after each tg run and the efficiency is the median of the\n"
+        "runs' ratios (a shared host's bandwidth drifts within a minute).\n\n"
         "Examples:\n"
         "  calpaca bench -m models/calpaca-demo.gguf\n"
         "  calpaca bench -m rand-1.3b-f16.gguf -p 512 -n 128 -t 2 -r 3\n"

@@ -253,7 +253,7 @@ TEST(Packed, F16GemmMatchesReferenceAndIsOrderInvariant) {
     }
     if (!packed_kernels_available()) return;
     // matmul on a packed view: 33 groups (more than two pieces of 16, handed out dynamically,
-    // and an odd last group), 127 tokens (token blocks of 120 + 7) or 9 (one panel), against
+    // and an odd last group), 131 tokens (two token blocks, 66 + 65) or 9 (one panel), against
     // one token at a time, on 1 and 3 threads
     const int64_t mrows = 264, mcols = 600;
     const auto mf = random_vec(mrows * mcols, rng, 0.5f);
@@ -266,7 +266,7 @@ TEST(Packed, F16GemmMatchesReferenceAndIsOrderInvariant) {
     ThreadPool pool(3);
     MatrixView m{mw.data(), DType::F16, mrows, mcols};
     m.packed = mp.data();
-    const int64_t big = 127;
+    const int64_t big = 131;
     const auto xb = random_vec(big * mcols, rng);
     std::vector<float> all1(big * mrows), all3(big * mrows), few(9 * mrows), one(mrows), ref(mrows);
     matmul(m, xb.data(), big, all1.data(), nullptr);

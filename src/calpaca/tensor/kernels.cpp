@@ -464,12 +464,12 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, Thread
         // slower; a static half each left the other waiting ~20 % of a prefill matmul). Up to 3
         // tokens (decode): whole rows, several groups per tile. 4-16 (batched decode): the
         // activations transposed once (F16Panel, shared by the threads), whole rows. More
-        // (prefill): tokens in blocks of 120, each transposed once, columns in chunks of 512, so
-        // a chunk of the block's panel (240 KiB) stays in L2 while a piece's groups pass it and
-        // each weight byte is read from memory once per 120 tokens. The results are the same
+        // (prefill): tokens in equal blocks of at most 128, each transposed once, columns in
+        // chunks of 512, so a chunk of the block's panel (<= 256 KiB) stays in L2 while a piece's
+        // groups pass it and each weight byte is read from memory once per block. The results are the same
         // bits in every order (gemm_packed_f16).
         const int64_t groups = w.rows / kPackRows;
-        constexpr int64_t kTokBlock = 120, kChunk = 512, kGrain = 16;
+        constexpr int64_t kTokBlock = 128, kChunk = 512, kGrain = 16;
         auto run = [&](const std::function<void(size_t, size_t)>& body) {
             if (pool && groups >= 2 * kGrain)
                 pool->parallel_dynamic(static_cast<size_t>(groups), kGrain, body);
@@ -483,7 +483,11 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, Thread
             });
             return;
         }
-        const int64_t block = n_tok <= 16 ? n_tok : kTokBlock, chunk = n_tok <= 16 ? w.cols : kChunk;
+        // equal blocks of at most kTokBlock (128 tokens: one block, not 120 + 8, whose second
+        // pass would stream every weight again for 8 tokens)
+        const int64_t n_blocks = (n_tok + kTokBlock - 1) / kTokBlock;
+        const int64_t block = n_tok <= 16 ? n_tok : (n_tok + n_blocks - 1) / n_blocks;
+        const int64_t chunk = n_tok <= 16 ? w.cols : kChunk;
         thread_local F16Panel tl_panel;
         F16Panel& panel = tl_panel;  // the calling thread's, named so the workers' lambdas see this one
         for (int64_t t0 = 0; t0 < n_tok; t0 += block) {
