@@ -197,9 +197,12 @@ void matmul_packed(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, 
     };
     // pieces handed out to whichever thread is free (see the F16 matmul): 64 groups in decode
     // (4 streams of 16 groups each, long enough for the prefetchers), 16 with more tokens
+    // (smaller matrices: one fixed share per thread, as before)
     const size_t grain = n_tok == 1 ? 64 : 16;
     if (pool && static_cast<size_t>(groups) >= 2 * grain)
         pool->parallel_dynamic(static_cast<size_t>(groups), grain, body);
+    else if (pool && groups >= 8)
+        pool->parallel_for(static_cast<size_t>(groups), body);
     else
         body(0, static_cast<size_t>(groups));
 }
@@ -466,13 +469,15 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, Thread
         // activations transposed once (F16Panel, shared by the threads), whole rows. More
         // (prefill): tokens in equal blocks of at most 128, each transposed once, columns in
         // chunks of 512, so a chunk of the block's panel (<= 256 KiB) stays in L2 while a piece's
-        // groups pass it and each weight byte is read from memory once per block. The results are the same
-        // bits in every order (gemm_packed_f16).
+        // groups pass it and each weight byte is read from memory once per block. The results
+        // are the same bits in every order (gemm_packed_f16).
         const int64_t groups = w.rows / kPackRows;
         constexpr int64_t kTokBlock = 128, kChunk = 512, kGrain = 16;
         auto run = [&](const std::function<void(size_t, size_t)>& body) {
             if (pool && groups >= 2 * kGrain)
                 pool->parallel_dynamic(static_cast<size_t>(groups), kGrain, body);
+            else if (pool && groups >= 8)  // smaller matrices: one fixed share per thread
+                pool->parallel_for(static_cast<size_t>(groups), body);
             else
                 body(0, static_cast<size_t>(groups));
         };

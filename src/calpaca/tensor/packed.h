@@ -91,7 +91,7 @@ struct F16Panel {
 void prepare_f16_panel(const float* x, int64_t ldx, int64_t t0, int64_t t1, int64_t k0, int64_t k1, F16Panel& p,
                        ThreadPool* pool = nullptr);
 // gemm_packed_f16 for the panel's tokens over columns [c0, c1) within the panel's [k0, k1)
-// (c0 > k0: continuing from y), the same bits as gemm_packed_f16.
+// (c0 > 0: continuing from y, as gemm_packed_f16 with k0 > 0), the same bits as gemm_packed_f16.
 void gemm_packed_f16_panel(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const F16Panel& p, int64_t c0,
                            int64_t c1, float* y, int64_t ldy);
 
