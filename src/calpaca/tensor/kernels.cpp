@@ -66,6 +66,19 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
 // ------------------------------------------------------------------ quantized weights
 namespace {
 
+// Rows (or groups of rows) [0, n) over the pool: pieces of `grain` handed to whichever thread is
+// free when there are at least two (ThreadPool::parallel_dynamic: on a shared host one thread
+// often runs slower, and fixed halves left the other waiting ~20 % of a prefill matmul); else one
+// fixed share per thread from `min_split` on; else the calling thread alone.
+void split_rows(ThreadPool* pool, size_t n, size_t grain, size_t min_split, const std::function<void(size_t, size_t)>& fn) {
+    if (pool && n >= 2 * grain)
+        pool->parallel_dynamic(n, grain, fn);
+    else if (pool && n >= min_split)
+        pool->parallel_for(n, fn);
+    else
+        fn(0, n);
+}
+
 // Activations quantized to the weight type's dot format, one row per token, and (fast
 // path, Q8_0 activations) their block scales as f32 for the tiled kernels (gemm.h).
 struct QuantizedActs {
@@ -174,13 +187,7 @@ void matmul_rows(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, fl
             }
         }
     };
-    // pieces of 256 rows to whichever thread is free (see the F16 matmul)
-    if (pool && w.rows >= 512)
-        pool->parallel_dynamic(static_cast<size_t>(w.rows), 256, body);
-    else if (pool && w.rows >= 64)
-        pool->parallel_for(static_cast<size_t>(w.rows), body);
-    else
-        body(0, static_cast<size_t>(w.rows));
+    split_rows(pool, static_cast<size_t>(w.rows), 256, 64, body);
 }
 
 // Packed weights (tensor/packed.h): groups of 8 rows handed out over the pool; tokens in blocks
@@ -195,16 +202,9 @@ void matmul_packed(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, 
             gemm_packed(w.type, w.packed, w.cols, static_cast<int64_t>(g0), static_cast<int64_t>(g1), ap, t0,
                         std::min(n_tok, t0 + tok_block), y, w.rows);
     };
-    // pieces handed out to whichever thread is free (see the F16 matmul): 64 groups in decode
-    // (4 streams of 16 groups each, long enough for the prefetchers), 16 with more tokens
-    // (smaller matrices: one fixed share per thread, as before)
-    const size_t grain = n_tok == 1 ? 64 : 16;
-    if (pool && static_cast<size_t>(groups) >= 2 * grain)
-        pool->parallel_dynamic(static_cast<size_t>(groups), grain, body);
-    else if (pool && groups >= 8)
-        pool->parallel_for(static_cast<size_t>(groups), body);
-    else
-        body(0, static_cast<size_t>(groups));
+    // pieces of 64 groups in decode (4 streams of 16 groups each, long enough for the
+    // prefetchers), 16 with more tokens
+    split_rows(pool, static_cast<size_t>(groups), n_tok == 1 ? 64 : 16, 8, body);
 }
 
 // Tiled types: activations quantized once; rows split over the pool. Prefill (more than 16
@@ -462,9 +462,7 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, Thread
     if (is_quantized(w.type)) return matmul_quant(w, x, n_tok, y, pool);
     check_dense(w.type);
     if (w.packed && packable(w.type, w.rows, w.cols)) {
-        // packed F16 (tensor/packed.h): groups of 8 rows handed out 16 at a time to whichever
-        // thread is free (ThreadPool::parallel_dynamic: on a shared host one thread often runs
-        // slower; a static half each left the other waiting ~20 % of a prefill matmul). Up to 3
+        // packed F16 (tensor/packed.h): groups of 8 rows handed out 16 at a time (split_rows). Up to 3
         // tokens (decode): whole rows, several groups per tile. 4-16 (batched decode): the
         // activations transposed once (F16Panel, shared by the threads), whole rows. More
         // (prefill): tokens in equal blocks of at most 128, each transposed once, columns in
@@ -474,12 +472,7 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, Thread
         const int64_t groups = w.rows / kPackRows;
         constexpr int64_t kTokBlock = 128, kChunk = 512, kGrain = 16;
         auto run = [&](const std::function<void(size_t, size_t)>& body) {
-            if (pool && groups >= 2 * kGrain)
-                pool->parallel_dynamic(static_cast<size_t>(groups), kGrain, body);
-            else if (pool && groups >= 8)  // smaller matrices: one fixed share per thread
-                pool->parallel_for(static_cast<size_t>(groups), body);
-            else
-                body(0, static_cast<size_t>(groups));
+            split_rows(pool, static_cast<size_t>(groups), kGrain, 8, body);
         };
         if (n_tok <= 3) {
             run([&](size_t g0, size_t g1) {
