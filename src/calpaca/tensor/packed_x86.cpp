@@ -27,6 +27,7 @@
 #include "calpaca/base/error.h"
 #include "calpaca/tensor/packed.h"
 #include "calpaca/tensor/quant_blocks.h"
+#include "calpaca/tensor/simd_x86.h"
 
 namespace calpaca {
 
@@ -55,15 +56,13 @@ inline __m256i bcast4(const int8_t* p) {
     return _mm256_set1_epi32(v);
 }
 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-// An empty asm that takes and returns v in a register: the running sums of the kernels below
-// stay one add chain. Without it GCC 12 reassociates the integer adds of a fully unrolled block,
-// keeps every product until a final tree of adds and spills them to the stack (perf annotate:
-// the Q4_0 / Q8_0 tiles stored 12-16 ymm per block). Tiles only (NT > 1): pp512 on the 1.3B shape
-// rose 95 → 117 t/s (Q4_0), 72-82 → 93-97 (Q8_0), 83-95 → 105-116 (Q4_K_M) in alternating runs;
-// the one-token decode kernels were no faster with it.
+// The tiles' running sums stay in registers (x86::keep_in_register; GCC 12 otherwise stored
+// 12-16 ymm products per block of the Q4_0 / Q8_0 tiles on the stack). Tiles only (NT > 1):
+// pp512 on the 1.3B shape rose 95 → 117 t/s (Q4_0), 72-82 → 93-97 (Q8_0), 83-95 → 105-116
+// (Q4_K_M) in alternating runs; the one-token decode kernels were no faster with it.
 template <int NT>
 inline void keep(__m256i& v) {
-    if constexpr (NT > 1) __asm__("" : "+x"(v));
+    if constexpr (NT > 1) x86::keep_in_register(v);
 }
 inline __m256 scales8(const uint16_t* d) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d))); }
 

@@ -202,8 +202,10 @@ void dot_q2_K(const void* w, const void* const* a, int64_t nb, float* out) {
             for (int j = 0; j < 4; ++j) {
                 const __m256i q = _mm256_and_si256(srl16(qv, 2 * j), m3);
                 const __m256i s = pair_scales(sc16, 4 * h + j);
-                for (int k = 0; k < NT; ++k)
+                for (int k = 0; k < NT; ++k) {
                     sumi[k] = _mm256_add_epi32(sumi[k], dot_scaled(q, loadu(y[k][b].qs + 128 * h + 32 * j), s));
+                    keep_in_register(sumi[k]);
+                }
             }
         }
         const float d = h2f(x[b].d), dmin = h2f(x[b].dmin);
@@ -238,8 +240,10 @@ void dot_q3_K(const void* w, const void* const* a, int64_t nb, float* out) {
                 const __m256i hb = _mm256_slli_epi16(_mm256_and_si256(srl16(hm, 4 * h + j), one), 2);
                 const __m256i q = _mm256_or_si256(lo, hb);  // code + 4, in 0..7
                 const __m256i s = pair_scales(sc16, 4 * h + j);
-                for (int k = 0; k < NT; ++k)
+                for (int k = 0; k < NT; ++k) {
                     sumi[k] = _mm256_add_epi32(sumi[k], dot_scaled(q, loadu(y[k][b].qs + 128 * h + 32 * j), s));
+                    keep_in_register(sumi[k]);
+                }
             }
         }
         const float d = h2f(x[b].d);
@@ -284,6 +288,7 @@ void dot_q45_K(const void* w, const void* const* a, int64_t nb, float* out) {
                 const __m256i p0 = dot_scaled(lo, loadu(y[k][b].qs + 64 * p), s_lo);
                 const __m256i p1 = dot_scaled(hi, loadu(y[k][b].qs + 64 * p + 32), s_hi);
                 sumi[k] = _mm256_add_epi32(sumi[k], _mm256_add_epi32(p0, p1));
+                keep_in_register(sumi[k]);
             }
         }
         const float d = h2f(x[b].d), dmin = h2f(x[b].dmin);
@@ -321,8 +326,10 @@ inline void q6k_block(const BlockQ6_K& x, const BlockQ8_K* const* y, __m256* acc
         };
         for (int c = 0; c < 4; ++c) {
             const __m256i s = pair_scales(sc16, 4 * h + c);
-            for (int k = 0; k < NT; ++k)
+            for (int k = 0; k < NT; ++k) {
                 sumi[k] = _mm256_add_epi32(sumi[k], dot_scaled(q[c], loadu(y[k]->qs + 128 * h + 32 * c), s));
+                keep_in_register(sumi[k]);
+            }
         }
     }
     const float d = h2f(x.d);

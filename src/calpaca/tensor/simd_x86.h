@@ -23,6 +23,11 @@ inline float hsum(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
+// An empty asm that takes v and gives it back in a register: a running integer sum stays one
+// add chain. Without it GCC 12 reassociates the adds of a fully unrolled block, keeps every
+// product until a final tree of adds and spills them to the stack.
+inline void keep_in_register(__m256i& v) { __asm__("" : "+x"(v)); }
+
 // Sums of 4 adjacent u8×s8 products → 8 int32 (VPDPBUSD where the build targets VNNI).
 inline __m256i dot_u8s8(__m256i a, __m256i b) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
