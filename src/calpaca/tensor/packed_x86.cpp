@@ -317,15 +317,20 @@ void tile_f16(const uint8_t* p, size_t gstride, int64_t k0, int64_t k1, const fl
 // set the pace (8 rows × 8 tokens needed 9 loads per 8 FMAs and ran at half the FMA peak).
 constexpr int kTokT = kF16TileTokens;
 
+// pf (when not null): G streams at pf + i·gstride whose lines are prefetched in step with this
+// tile's own weight reads (one line per group every 4 columns), so the next chunk arrives while
+// this one is multiplied (used where a chunk has too few tiles to spread the prefetches over).
 template <int G, int NT>
 void tile_f16_t(const uint8_t* p, size_t gstride, int64_t k0, int64_t k1, const float* xt, int64_t kb, int64_t t,
-                float* y, int64_t ldy) {
+                float* y, int64_t ldy, const uint8_t* pf = nullptr) {
     __m256 acc[G][NT];
     for (int i = 0; i < G; ++i)
         for (int j = 0; j < NT; ++j)
             acc[i][j] = k0 > 0 ? _mm256_loadu_ps(y + (t + j) * ldy + i * kPackRows) : _mm256_setzero_ps();
     const float* xk = xt + (k0 - kb) * kTokT;
     for (int64_t k = k0; k < k1; ++k, xk += kTokT) {
+        if (pf && ((k - k0) & 3) == 0)
+            for (int i = 0; i < G; ++i) _mm_prefetch(reinterpret_cast<const char*>(pf + i * gstride + 16 * (k - k0)), _MM_HINT_T0);
         __m256 w[G];
         for (int i = 0; i < G; ++i)
             w[i] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i * gstride + 16 * k)));
@@ -340,10 +345,10 @@ void tile_f16_t(const uint8_t* p, size_t gstride, int64_t k0, int64_t k1, const 
 
 template <int G, int NT>
 void f16_rest_t(int64_t n, const uint8_t* p, size_t gstride, int64_t k0, int64_t k1, const float* xt, int64_t kb,
-                int64_t t, float* y, int64_t ldy) {
+                int64_t t, float* y, int64_t ldy, const uint8_t* pf) {
     if constexpr (NT > 0) {
-        if (n == NT) return tile_f16_t<G, NT>(p, gstride, k0, k1, xt, kb, t, y, ldy);
-        f16_rest_t<G, NT - 1>(n, p, gstride, k0, k1, xt, kb, t, y, ldy);
+        if (n == NT) return tile_f16_t<G, NT>(p, gstride, k0, k1, xt, kb, t, y, ldy, pf);
+        f16_rest_t<G, NT - 1>(n, p, gstride, k0, k1, xt, kb, t, y, ldy, pf);
     }
 }
 
@@ -400,14 +405,24 @@ void gemm_packed_f16_panel(const uint8_t* packed, int64_t cols, int64_t g0, int6
             for (int64_t l = l0; l < l1; ++l) _mm_prefetch(reinterpret_cast<const char*>(base + l * 64), _MM_HINT_T0);
         }
     };
+    // Few tiles (batched decode: 8 tokens are 2 tiles) would issue a chunk's prefetches in a few
+    // bursts; there the first tile prefetches the next chunk line by line as it reads its own
+    // (BM_Matmul F16 4096², 8 tokens, 2 threads: see docs/benchmarks.md).
+    const bool inline_pf = tiles <= 4;
     auto pass = [&]<int G>(int64_t g) {
         for (int64_t b = c0; b < c1; b += kChunk) {
             const int64_t e = std::min(c1, b + kChunk);
+            const uint8_t* pf = nullptr;
+            if (inline_pf) {
+                const int64_t ng = e < c1 ? g : g + 2, nc = e < c1 ? e : c0;
+                // the next chunk is as wide as this one or narrower: the stream stays in its rows
+                if (ng + G <= g1 && std::min(c1, nc + kChunk) - nc >= e - b) pf = packed + ng * gs + nc * 16;
+            }
             for (int64_t i = 0; i < tiles; ++i) {
-                prefetch_next(g, e, i);
+                if (!inline_pf) prefetch_next(g, e, i);
                 const auto u = static_cast<size_t>(i);
                 f16_rest_t<G, kTokT>(p.tile_n[u], packed + g * gs, gs, b, e, p.xt.data() + i * K * kTokT, p.k0,
-                                     p.tile_t[u], y + g * kPackRows, ldy);
+                                     p.tile_t[u], y + g * kPackRows, ldy, i == 0 ? pf : nullptr);
             }
         }
     };
