@@ -391,53 +391,44 @@ void gemm_packed_f16_panel(const uint8_t* packed, int64_t cols, int64_t g0, int6
     if (c0 < p.k0 || c1 > p.k1 || c0 >= c1)
         fail("gemm_packed_f16_panel: columns [{}, {}) outside the panel's [{}, {})", c0, c1, p.k0, p.k1);
     const size_t gs = static_cast<size_t>(cols) * 16;
-    // The walk: column chunks outer, pairs of groups inner, so one chunk of the panel (tiles ×
-    // 512 columns × 6 tokens × 4 bytes, 256 KiB for 128 tokens) is read from L2 by every pair of
-    // the call (a dynamic piece: 8 pairs) instead of the whole panel (2 MiB for 4096 columns,
-    // 5.6 MiB for 11008) being streamed from L3 once per pair. Each (row, token) still takes its
-    // chunks in column order, so the sums are the same. pp512 F16 on the 1.3B shape, alternating
-    // runs: 72.6 / 72.6 / 74.2 / 77.1 / 74.5 / 72.0 → 80.7 / 76.1 / 73.0 / 82.4 / 79.8 / 79.9 t/s.
-    struct Step {
-        int64_t g, b, e;
-    };
-    auto next_of = [&](const Step& s) -> Step {  // the (pair, chunk) after s, g == g1 when none
-        if (s.g + 2 < g1) return {s.g + 2, s.b, s.e};
-        if (s.e >= c1) return {g1, 0, 0};
-        return {g0, s.e, std::min(c1, s.e + kChunk)};
-    };
-    // While the tiles pass one (pair, chunk), the next one's weights are prefetched a few lines per
-    // tile: each new stream would otherwise start with a run of memory misses in its first tile.
-    auto prefetch_next = [&](const Step& n, int64_t i) {
-        if (n.g >= g1) return;
-        const int64_t lines = (n.e - n.b) * 16 / 64;
+    // While the tiles pass one chunk, the next chunk's weights (this pair's next columns, else the
+    // next pair's first) are prefetched a few lines per tile: each new stream would otherwise
+    // start with a run of memory misses in its first tile.
+    auto prefetch_next = [&](int64_t g, int64_t e, int64_t i) {
+        int64_t ng = g, nc = e;
+        if (nc >= c1) ng = g + 2, nc = c0;
+        if (ng >= g1) return;
+        const int64_t lines = (std::min(c1, nc + kChunk) - nc) * 16 / 64;
         const int64_t per = (lines + tiles - 1) / tiles, l0 = i * per, l1 = std::min(lines, l0 + per);
-        for (int64_t h = 0; h < 2 && n.g + h < g1; ++h) {
-            const uint8_t* base = packed + (n.g + h) * gs + n.b * 16;
+        for (int64_t h = 0; h < 2 && ng + h < g1; ++h) {
+            const uint8_t* base = packed + (ng + h) * gs + nc * 16;
             for (int64_t l = l0; l < l1; ++l) _mm_prefetch(reinterpret_cast<const char*>(base + l * 64), _MM_HINT_T0);
         }
     };
-    // Few tiles (batched decode: 8 tokens are 2 tiles) would issue the prefetches in a few bursts;
-    // there the first tile prefetches the next (pair, chunk) line by line as it reads its own
+    // Few tiles (batched decode: 8 tokens are 2 tiles) would issue a chunk's prefetches in a few
+    // bursts; there the first tile prefetches the next chunk line by line as it reads its own
     // (BM_Matmul F16 4096², 8 tokens, 2 threads: see docs/benchmarks.md).
     const bool inline_pf = tiles <= 4;
-    auto pass = [&]<int G>(const Step& s) {
-        const Step n = next_of(s);
-        const uint8_t* pf = nullptr;
-        // in step with this tile's reads: the next stream must be as wide and have G groups
-        if (inline_pf && n.g + G <= g1 && n.e - n.b >= s.e - s.b) pf = packed + n.g * gs + n.b * 16;
-        for (int64_t i = 0; i < tiles; ++i) {
-            if (!inline_pf) prefetch_next(n, i);
-            const auto u = static_cast<size_t>(i);
-            f16_rest_t<G, kTokT>(p.tile_n[u], packed + s.g * gs, gs, s.b, s.e, p.xt.data() + i * K * kTokT, p.k0,
-                                 p.tile_t[u], y + s.g * kPackRows, ldy, i == 0 ? pf : nullptr);
+    auto pass = [&]<int G>(int64_t g) {
+        for (int64_t b = c0; b < c1; b += kChunk) {
+            const int64_t e = std::min(c1, b + kChunk);
+            const uint8_t* pf = nullptr;
+            if (inline_pf) {
+                const int64_t ng = e < c1 ? g : g + 2, nc = e < c1 ? e : c0;
+                // the next chunk is as wide as this one or narrower: the stream stays in its rows
+                if (ng + G <= g1 && std::min(c1, nc + kChunk) - nc >= e - b) pf = packed + ng * gs + nc * 16;
+            }
+            for (int64_t i = 0; i < tiles; ++i) {
+                if (!inline_pf) prefetch_next(g, e, i);
+                const auto u = static_cast<size_t>(i);
+                f16_rest_t<G, kTokT>(p.tile_n[u], packed + g * gs, gs, b, e, p.xt.data() + i * K * kTokT, p.k0,
+                                     p.tile_t[u], y + g * kPackRows, ldy, i == 0 ? pf : nullptr);
+            }
         }
     };
-    for (int64_t b = c0; b < c1; b += kChunk) {
-        const int64_t e = std::min(c1, b + kChunk);
-        int64_t g = g0;
-        for (; g + 2 <= g1; g += 2) pass.template operator()<2>(Step{g, b, e});
-        if (g < g1) pass.template operator()<1>(Step{g, b, e});
-    }
+    int64_t g = g0;
+    for (; g + 2 <= g1; g += 2) pass.template operator()<2>(g);
+    if (g < g1) pass.template operator()<1>(g);
 }
 
 void gemm_packed(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, const ActPanel& a, int64_t t0,
