@@ -415,7 +415,7 @@ void gemm_packed_f16_panel(const uint8_t* packed, int64_t cols, int64_t g0, int6
             const uint8_t* pf = nullptr;
             if (inline_pf) {
                 const int64_t ng = e < c1 ? g : g + 2, nc = e < c1 ? e : c0;
-                // the next chunk is as wide as this one or narrower: the stream stays in its rows
+                // only if the next chunk is at least as wide as this one: the prefetches stay inside it
                 if (ng + G <= g1 && std::min(c1, nc + kChunk) - nc >= e - b) pf = packed + ng * gs + nc * 16;
             }
             for (int64_t i = 0; i < tiles; ++i) {
