@@ -224,6 +224,14 @@ TEST(SamplerTopK, FromLogitsEqualsAssignThenTopK) {
     }
     Candidates c;
     EXPECT_THROW(sampling::top_k_from_logits(std::vector<float>{1, std::nanf(""), 2}, 2, c), Error);
+    // a NaN inside a 16-logit block the scan tests at once (SIMD where built), before or after
+    // the k-th value settles
+    for (size_t at : {3u, 40u, 77u}) {
+        std::vector<float> l(100);
+        for (size_t i = 0; i < l.size(); ++i) l[i] = static_cast<float>((i * 37) % 101) * 0.01f;
+        l[at] = std::nanf("");
+        EXPECT_THROW(sampling::top_k_from_logits(l, 5, c), Error) << "NaN at " << at;
+    }
 }
 
 TEST(SamplerTopP, QuickselectEqualsSortedScanWithTies) {

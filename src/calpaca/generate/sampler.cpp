@@ -5,6 +5,10 @@
 #include <functional>
 #include <limits>
 
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
+
 #include "calpaca/base/error.h"
 
 namespace calpaca {
@@ -17,8 +21,24 @@ inline bool before(const Candidate& a, const Candidate& b) {
     return a.id < b.id;
 }
 
-// Branch-free tests over 16 floats. Kept out of line: inlined, GCC fully unrolls them into
-// scalar compares instead of vectorizing.
+// Branch-free tests over 16 floats: two AVX compares and one movemask where the build has
+// AVX (inlined: the top-k scan over a 55296-word vocabulary spent ~1.3 cycles per logit in
+// out-of-line calls of the plain loops), else the plain loops, kept out of line (inlined, GCC
+// fully unrolls them into scalar compares instead of vectorizing).
+#ifdef __AVX__
+inline bool any_greater16(const float* d, float k) {
+    const __m256 kk = _mm256_set1_ps(k);
+    const __m256 a = _mm256_cmp_ps(_mm256_loadu_ps(d), kk, _CMP_GT_OQ);
+    const __m256 b = _mm256_cmp_ps(_mm256_loadu_ps(d + 8), kk, _CMP_GT_OQ);
+    return _mm256_movemask_ps(_mm256_or_ps(a, b)) != 0;
+}
+inline bool any_not_less16(const float* d, float k) {  // some d[j] >= k, or NaN
+    const __m256 kk = _mm256_set1_ps(k);
+    const __m256 a = _mm256_cmp_ps(_mm256_loadu_ps(d), kk, _CMP_NLT_UQ);
+    const __m256 b = _mm256_cmp_ps(_mm256_loadu_ps(d + 8), kk, _CMP_NLT_UQ);
+    return _mm256_movemask_ps(_mm256_or_ps(a, b)) != 0;
+}
+#else
 [[gnu::noinline]] bool any_greater16(const float* d, float k) {
     int any = 0;
     for (size_t j = 0; j < 16; ++j) any |= d[j] > k;
@@ -29,6 +49,7 @@ inline bool before(const Candidate& a, const Candidate& b) {
     for (size_t j = 0; j < 16; ++j) any |= !(d[j] < k);
     return any != 0;
 }
+#endif
 
 void check_range(const char* name, float v, float lo, float hi) {
     if (!(v >= lo && v <= hi)) fail("{} must be in [{}, {}], got {}", name, lo, hi, v);

@@ -6,6 +6,7 @@
 
 #include "calpaca/base/error.h"
 #include "calpaca/base/threadpool.h"
+#include "calpaca/model/attention.h"
 
 namespace calpaca {
 
@@ -79,15 +80,10 @@ void MultiSession::attention(int64_t layer, const float* q, float* out) {
             const int64_t t = static_cast<int64_t>(job) / nh, h = static_cast<int64_t>(job) % nh;
             const int64_t kvh = h / group;
             const int64_t n_keys = row_pos_[t] + 1;  // causal within the row's own slot
-            const uint8_t* kbase = k_at(row_slot_[t], layer, 0);
-            const uint8_t* vbase = v_at(row_slot_[t], layer, 0);
-            const float* qh = q + (t * nh + h) * hd;
-            for (int64_t j = 0; j < n_keys; ++j)
-                scores[j] = dot(kv_type_, kbase + j * row + kvh * hd * kv_elem_, qh, hd) * scale;
-            softmax(scores.data(), n_keys);
-            float* o = out + (t * nh + h) * hd;
-            std::fill(o, o + hd, 0.0f);
-            for (int64_t j = 0; j < n_keys; ++j) axpy(kv_type_, vbase + j * row + kvh * hd * kv_elem_, scores[j], o, hd);
+            const size_t head = static_cast<size_t>(kvh * hd) * kv_elem_;
+            const KVHead kv{k_at(row_slot_[t], layer, 0) + head, v_at(row_slot_[t], layer, 0) + head, kv_type_, row};
+            // attend sums in dot() / softmax() / axpy() order: the bits of Session's attention
+            attend(kv, q + (t * nh + h) * hd, hd, n_keys, scale, out + (t * nh + h) * hd, scores.data());
         }
     };
     const size_t jobs = static_cast<size_t>(n_rows_ * nh);
