@@ -40,11 +40,15 @@ def stream_one(base, prompt, max_tokens):
         chunk = r.read1(65536)
         if not chunk:
             break
-        buf += chunk
-        while b"\n\n" in buf:
-            ev, buf = buf.split(b"\n\n", 1)
+        events = (buf + chunk).split(b"\n\n")
+        buf = events.pop()  # an incomplete event waits for the next read
+        for ev in events:
             data = ev[6:]
             if data == b"[DONE]":
+                continue
+            # Only the events up to the first text and the one with the usage counts are parsed:
+            # the clients share the server's cores, so their per-token work is kept small.
+            if ttft is not None and b'"usage":{' not in data:
                 continue
             j = json.loads(data)
             if j.get("usage"):
