@@ -234,6 +234,44 @@ TEST(SamplerTopK, FromLogitsEqualsAssignThenTopK) {
     }
 }
 
+// Vocabulary-sized inputs, where the block-maxima bound is used: the same survivors as the full
+// list cut by apply_top_k, for peaked, flat, tied and partly -inf logits and k around the number
+// of 64-logit blocks.
+TEST(SamplerTopK, FromLogitsLargeVocabularies) {
+    std::mt19937_64 gen(77);
+    std::normal_distribution<float> nd(0.0f, 3.0f);
+    for (size_t n : {1000u, 4097u, 55296u}) {
+        for (int shape = 0; shape < 4; ++shape) {
+            std::vector<float> l(n);
+            for (size_t i = 0; i < n; ++i) {
+                float x = nd(gen);
+                if (shape == 1) x = std::round(x);                     // many ties
+                if (shape == 2 && gen() % 3 == 0) x = kNegInf;          // a third masked
+                if (shape == 3) x = (i % 997 == 5) ? 20.0f + static_cast<float>(i % 7) : x * 0.1f;  // peaked
+                l[i] = x;
+            }
+            for (int k : {1, 2, 15, 40, 64, 200, static_cast<int>(n / 64), static_cast<int>(n / 64) + 1, static_cast<int>(n) - 1}) {
+                Candidates a = Candidates::from_logits(l);
+                sampling::apply_top_k(a, k);
+                a.sort();
+                Candidates b;
+                sampling::top_k_from_logits(l, k, b);
+                ASSERT_TRUE(b.sorted);
+                ASSERT_EQ(ids_of(a), ids_of(b)) << "n " << n << " shape " << shape << " k " << k;
+            }
+        }
+    }
+    // every value -inf but a few: fewer finite values than k
+    std::vector<float> l(5000, kNegInf);
+    l[17] = 1.0f, l[4000] = 2.0f, l[4999] = 1.0f;
+    Candidates c;
+    sampling::top_k_from_logits(l, 100, c);
+    EXPECT_EQ(ids_of(c), (std::vector<int32_t>{4000, 17, 4999}));
+    // +inf is an error like NaN
+    l[2500] = std::numeric_limits<float>::infinity();
+    EXPECT_THROW(sampling::top_k_from_logits(l, 100, c), Error);
+}
+
 TEST(SamplerTopP, QuickselectEqualsSortedScanWithTies) {
     std::mt19937_64 gen(8);
     std::uniform_int_distribution<int> small(-3, 3);

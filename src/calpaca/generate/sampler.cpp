@@ -21,17 +21,11 @@ inline bool before(const Candidate& a, const Candidate& b) {
     return a.id < b.id;
 }
 
-// Branch-free tests over 16 floats: two AVX compares and one movemask where the build has
-// AVX (inlined: the top-k scan over a 55296-word vocabulary spent ~1.3 cycles per logit in
-// out-of-line calls of the plain loops), else the plain loops, kept out of line (inlined, GCC
-// fully unrolls them into scalar compares instead of vectorizing).
+// Branch-free test over 16 floats: two AVX compares and one movemask where the build has AVX
+// (inlined: the top-k scan over a 55296-word vocabulary spent ~1.3 cycles per logit in
+// out-of-line calls of the plain loop), else the plain loop, kept out of line (inlined, GCC
+// fully unrolls it into scalar compares instead of vectorizing).
 #ifdef __AVX__
-inline bool any_greater16(const float* d, float k) {
-    const __m256 kk = _mm256_set1_ps(k);
-    const __m256 a = _mm256_cmp_ps(_mm256_loadu_ps(d), kk, _CMP_GT_OQ);
-    const __m256 b = _mm256_cmp_ps(_mm256_loadu_ps(d + 8), kk, _CMP_GT_OQ);
-    return _mm256_movemask_ps(_mm256_or_ps(a, b)) != 0;
-}
 inline bool any_not_less16(const float* d, float k) {  // some d[j] >= k, or NaN
     const __m256 kk = _mm256_set1_ps(k);
     const __m256 a = _mm256_cmp_ps(_mm256_loadu_ps(d), kk, _CMP_NLT_UQ);
@@ -39,17 +33,15 @@ inline bool any_not_less16(const float* d, float k) {  // some d[j] >= k, or NaN
     return _mm256_movemask_ps(_mm256_or_ps(a, b)) != 0;
 }
 #else
-[[gnu::noinline]] bool any_greater16(const float* d, float k) {
-    int any = 0;
-    for (size_t j = 0; j < 16; ++j) any |= d[j] > k;
-    return any != 0;
-}
 [[gnu::noinline]] bool any_not_less16(const float* d, float k) {  // some d[j] >= k, or NaN
     int any = 0;
     for (size_t j = 0; j < 16; ++j) any |= !(d[j] < k);
     return any != 0;
 }
 #endif
+
+// scratch of top_k_from_logits (block maxima, then candidate values), kept between calls
+thread_local std::vector<float> topk_maxima_;
 
 void check_range(const char* name, float v, float lo, float hi) {
     if (!(v >= lo && v <= hi)) fail("{} must be in [{}, {}], got {}", name, lo, hi, v);
@@ -229,51 +221,72 @@ void top_k_from_logits(std::span<const float> logits, int k, Candidates& out) {
         out.assign(logits);
         return;
     }
-    // The k-th largest value, with a size-k min-heap of values (most tokens cost one compare).
-    const size_t kk = static_cast<size_t>(k);
-    std::vector<float> heap(logits.begin(), logits.begin() + static_cast<std::ptrdiff_t>(kk));
-    std::make_heap(heap.begin(), heap.end(), std::greater<float>());
-    float kth = heap.front();
-    // Blocks of 16 are first tested with a branch-free (vectorizable) any(x > kth): for peaked
-    // or random logits almost every block is skipped after the first few.
-    constexpr size_t B = 16;
-    const size_t n = logits.size();
+    const size_t kk = static_cast<size_t>(k), n = logits.size();
     const float* d = logits.data();
-    for (size_t i = kk; i < n; i += B) {
-        const size_t e = std::min(n, i + B);
-        if (e - i == B) {
-            if (!any_greater16(d + i, kth)) continue;
-        }
-        for (size_t j = i; j < e; ++j) {
-            const float x = d[j];
-            if (x > kth) {
-                std::pop_heap(heap.begin(), heap.end(), std::greater<float>());
-                heap.back() = x;
-                std::push_heap(heap.begin(), heap.end(), std::greater<float>());
-                kth = heap.front();
-            }
-        }
-    }
-    // A NaN in the heap would make kth NaN; the scan below reports it (NaN fails `l < kth`).
     const float ninf = -std::numeric_limits<float>::infinity();
+    // 1. A lower bound of the k-th largest value: the k-th largest of the maxima of blocks of 64.
+    //    Each of the k blocks whose maximum reaches it holds a value that does, so at least k
+    //    values are >= bound. (A NaN may or may not survive a block's max; the maxima are actual
+    //    values either way, NaNs are replaced by -inf, which only lowers the bound, and step 2
+    //    reports every NaN.) With fewer than k blocks the bound is -inf: everything is a candidate.
+    constexpr size_t B = 64;
+    float bound = ninf;
+    if (n / B >= kk) {
+        std::vector<float>& maxima = topk_maxima_;
+        maxima.resize(n / B);
+        for (size_t b = 0; b < n / B; ++b) {
+            const float* p = d + b * B;
+            float m;
+#ifdef __AVX__
+            __m256 a0 = _mm256_loadu_ps(p), a1 = _mm256_loadu_ps(p + 8);
+            for (size_t i = 16; i < B; i += 16) {
+                a0 = _mm256_max_ps(a0, _mm256_loadu_ps(p + i));
+                a1 = _mm256_max_ps(a1, _mm256_loadu_ps(p + i + 8));
+            }
+            a0 = _mm256_max_ps(a0, a1);
+            __m128 h = _mm_max_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
+            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_max_ss(h, _mm_movehdup_ps(h));
+            m = _mm_cvtss_f32(h);
+#else
+            m = p[0];
+            for (size_t i = 1; i < B; ++i) m = p[i] > m ? p[i] : m;
+#endif
+            maxima[b] = std::isnan(m) ? ninf : m;
+        }
+        std::nth_element(maxima.begin(), maxima.begin() + static_cast<std::ptrdiff_t>(kk - 1), maxima.end(),
+                         std::greater<float>());
+        bound = maxima[kk - 1];
+    }
+    // 2. Candidates: every value >= bound (a superset of the top k), in id order; NaN and +inf
+    //    are errors, -inf is never a candidate. Blocks of 16 are first tested at once.
     out.items.clear();
     out.sorted = false;
-    for (size_t i = 0; i < n; i += B) {
-        const size_t e = std::min(n, i + B);
-        if (e - i == B) {
-            if (!any_not_less16(d + i, kth)) continue;
-        }
+    constexpr size_t T = 16;
+    for (size_t i = 0; i < n; i += T) {
+        const size_t e = std::min(n, i + T);
+        if (e - i == T && !any_not_less16(d + i, bound)) continue;
         for (size_t j = i; j < e; ++j) {
             const float l = d[j];
-            if (!(l < kth)) {  // l >= kth, or NaN
-                if (l == ninf) continue;
-                if (!std::isfinite(l)) fail("logit for token {} is {}", j, l);
-                if (std::isnan(kth)) continue;
-                out.items.push_back({static_cast<int32_t>(j), l, 0.0});
-            }
+            if (l < bound || l == ninf) continue;
+            if (!std::isfinite(l)) fail("logit for token {} is {}", j, l);
+            out.items.push_back({static_cast<int32_t>(j), l, 0.0});
         }
     }
-    std::sort(out.items.begin(), out.items.end(), before);
+    // 3. The k-th largest candidate value is the k-th largest value overall (every value at or
+    //    above it is a candidate); keep the candidates at or above it (ties at the boundary all
+    //    stay, as apply_top_k) — with fewer than k candidates (fewer than k finite values), all.
+    auto& v = out.items;
+    if (v.size() > kk) {
+        std::vector<float>& vals = topk_maxima_;
+        vals.resize(v.size());
+        for (size_t i = 0; i < v.size(); ++i) vals[i] = v[i].logit;
+        std::nth_element(vals.begin(), vals.begin() + static_cast<std::ptrdiff_t>(kk - 1), vals.end(),
+                         std::greater<float>());
+        const float kth = vals[kk - 1];
+        v.erase(std::remove_if(v.begin(), v.end(), [kth](const Candidate& c) { return c.logit < kth; }), v.end());
+    }
+    std::sort(v.begin(), v.end(), before);
     out.sorted = true;
 }
 

@@ -117,8 +117,10 @@ void apply_temperature(Candidates& c, float temperature);
 void apply_top_k(Candidates& c, int k);
 
 // 5'. Candidates::assign(logits) followed by apply_top_k(k), computed without building the full
-//    candidate list (a size-k heap finds the k-th value, then one scan collects the survivors).
-//    Same survivors; they always come out sorted (also when fewer than k tokens are finite).
+//    candidate list (the k-th largest of the maxima of blocks of 64 bounds the k-th value from
+//    below; one scan collects the values at or above that bound, and the k-th value is found
+//    among them). Same survivors; they always come out sorted (also when fewer than k tokens are
+//    finite).
 void top_k_from_logits(std::span<const float> logits, int k, Candidates& out);
 
 // 6. HF top-p on the softmax of the current logits. Equivalent formulation used here: in sorted
