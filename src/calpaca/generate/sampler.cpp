@@ -41,7 +41,7 @@ inline bool any_not_less16(const float* d, float k) {  // some d[j] >= k, or NaN
 #endif
 
 // scratch of top_k_from_logits (block maxima, then candidate values), kept between calls
-thread_local std::vector<float> topk_maxima_;
+thread_local std::vector<float> topk_scratch;
 
 void check_range(const char* name, float v, float lo, float hi) {
     if (!(v >= lo && v <= hi)) fail("{} must be in [{}, {}], got {}", name, lo, hi, v);
@@ -232,7 +232,7 @@ void top_k_from_logits(std::span<const float> logits, int k, Candidates& out) {
     constexpr size_t B = 64;
     float bound = ninf;
     if (n / B >= kk) {
-        std::vector<float>& maxima = topk_maxima_;
+        std::vector<float>& maxima = topk_scratch;
         maxima.resize(n / B);
         for (size_t b = 0; b < n / B; ++b) {
             const float* p = d + b * B;
@@ -278,7 +278,7 @@ void top_k_from_logits(std::span<const float> logits, int k, Candidates& out) {
     //    stay, as apply_top_k) — with fewer than k candidates (fewer than k finite values), all.
     auto& v = out.items;
     if (v.size() > kk) {
-        std::vector<float>& vals = topk_maxima_;
+        std::vector<float>& vals = topk_scratch;
         vals.resize(v.size());
         for (size_t i = 0; i < v.size(); ++i) vals[i] = v[i].logit;
         std::nth_element(vals.begin(), vals.begin() + static_cast<std::ptrdiff_t>(kk - 1), vals.end(),
