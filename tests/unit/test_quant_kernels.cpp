@@ -167,10 +167,11 @@ TEST(QuantKernels, MatmulIsCloseToDequantizedProduct) {
     }
 }
 
-// The quantized matmul (gemm.h tiles for Q4_0 / Q5_0 / Q8_0, row kernels for the rest) against
-// per-row dot products on the same quantized activations: every type, an odd row count, 1 to
-// 13 tokens (edge tiles of 1-3 tokens), 1 and 3 threads. The integer block sums are the same,
-// so only f32 summation order may differ.
+// The quantized matmul (row kernels up to 16 tokens; above, gemm.h tiles for Q4_0 / Q5_0 /
+// Q8_0, row kernels for the rest) against per-row dot products on the same quantized
+// activations: every type, an odd row count, 1 to 13 tokens and 17 to 20 (tiles with edge tiles
+// of 1-3 tokens), 1 and 3 threads. The integer block sums are the same, so only f32 summation
+// order may differ.
 TEST(QuantKernels, TiledMatmulMatchesRowDotsForOneToThirteenTokens) {
     std::mt19937 rng(77);
     ThreadPool pool(3);
@@ -181,7 +182,7 @@ TEST(QuantKernels, TiledMatmulMatchesRowDotsForOneToThirteenTokens) {
         const auto wq = quantized(wt, random_vec(rows * cols, rng, 0.5f));
         MatrixView m{wq.data(), wt, rows, cols};
         const DType at = vec_dot_type(wt);
-        for (int64_t ntok = 1; ntok <= 13; ++ntok) {
+        for (int64_t ntok : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 17, 18, 19, 20}) {
             const auto x = random_vec(ntok * cols, rng);
             std::vector<uint8_t> aq(row_bytes(at, cols) * ntok);
             for (int64_t t = 0; t < ntok; ++t) quantize_act_ref(at, x.data() + t * cols, aq.data() + t * row_bytes(at, cols), cols);
@@ -204,6 +205,33 @@ TEST(QuantKernels, TiledMatmulMatchesRowDotsForOneToThirteenTokens) {
 
 // gemm_q_tile against gemm_q_tile_ref on sub-ranges of rows, tokens and blocks, overwriting
 // and accumulating.
+// Batched decode in the server must give the logits of decoding alone: with up to 16 tokens a
+// token's outputs are the bits of a 1-token matmul, for every type in the row layout (the packed
+// types are held to the same in test_packed.cpp), 1 and 3 threads, rows of 1, 4 and 45 blocks.
+TEST(QuantKernels, BatchedDecodeIsBitIdenticalToOneToken) {
+    std::mt19937 rng(91);
+    ThreadPool pool(3);
+    for (DType wt : kWeightTypes) {
+        SCOPED_TRACE(dtype_name(wt));
+        const int64_t bs = dtype_info(wt).block_size;
+        for (int64_t nbk : {int64_t{1}, int64_t{4}, bs == 32 ? int64_t{45} : int64_t{5}}) {
+            const int64_t rows = 37, cols = nbk * bs;
+            const auto wq = quantized(wt, random_vec(rows * cols, rng, 0.5f));
+            MatrixView m{wq.data(), wt, rows, cols};
+            for (int64_t ntok : {2, 4, 5, 8, 13, 16}) {
+                const auto x = random_vec(ntok * cols, rng);
+                std::vector<float> y(ntok * rows), y1(rows);
+                matmul(m, x.data(), ntok, y.data(), &pool);
+                for (int64_t t = 0; t < ntok; ++t) {
+                    matmul(m, x.data() + t * cols, 1, y1.data(), t % 2 ? &pool : nullptr);
+                    for (int64_t r = 0; r < rows; ++r)
+                        ASSERT_EQ(y[t * rows + r], y1[r]) << "cols " << cols << " ntok " << ntok << " tok " << t << " row " << r;
+                }
+            }
+        }
+    }
+}
+
 TEST(QuantKernels, GemmTileMatchesReferenceTwin) {
     std::mt19937 rng(78);
     for (DType wt : kWeightTypes) {

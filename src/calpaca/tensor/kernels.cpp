@@ -218,12 +218,14 @@ void matmul_quant(const MatrixView& w, const float* x, int64_t n_tok, float* y, 
     quantize_acts(w.type, x, n_tok, w.cols, false, pool, q);
     const size_t rb = static_cast<size_t>(row_bytes(w.type, static_cast<uint64_t>(w.cols)));
     if (w.packed && packable(w.type, w.rows, w.cols)) return matmul_packed(w, q, n_tok, y, pool);
-    if (!gemm_q_tiled(w.type)) return matmul_rows(w, q, n_tok, y, pool);
+    // Up to 16 tokens (decode, the server's batched decode) every type takes the row kernels, so a
+    // token's outputs are the same bits alone or in a batch (the tiles sum a row's blocks in one
+    // chain, the row kernels in two, by block parity).
+    if (!gemm_q_tiled(w.type) || n_tok <= 16) return matmul_rows(w, q, n_tok, y, pool);
     const ActPanel ap = q.panel();
     const uint8_t* base = static_cast<const uint8_t*>(w.data);
     const int64_t nbk = w.cols / dtype_info(w.type).block_size;
-    // up to 16 tokens (decode, batched decode): whole rows, sequential weight streams
-    const int64_t kc = n_tok > 16 ? std::max<int64_t>(1, 4096 / dtype_info(w.type).block_size) : nbk;
+    const int64_t kc = std::max<int64_t>(1, 4096 / dtype_info(w.type).block_size);
     const size_t chunk_bytes = std::max<size_t>(1, q.row_bytes * static_cast<size_t>(std::min(kc, nbk)) / static_cast<size_t>(nbk));
     const int64_t tok_block = std::max<int64_t>(4, std::min<int64_t>(256, static_cast<int64_t>(256 * 1024 / chunk_bytes) / 4 * 4));
     auto body = [&](size_t r0, size_t r1) {
