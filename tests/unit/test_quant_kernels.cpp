@@ -203,8 +203,6 @@ TEST(QuantKernels, TiledMatmulMatchesRowDotsForOneToThirteenTokens) {
     }
 }
 
-// gemm_q_tile against gemm_q_tile_ref on sub-ranges of rows, tokens and blocks, overwriting
-// and accumulating.
 // Batched decode in the server must give the logits of decoding alone: with up to 16 tokens a
 // token's outputs are the bits of a 1-token matmul, for every type in the row layout (the packed
 // types are held to the same in test_packed.cpp), 1 and 3 threads, rows of 1, 4 and 45 blocks.
@@ -232,6 +230,8 @@ TEST(QuantKernels, BatchedDecodeIsBitIdenticalToOneToken) {
     }
 }
 
+// gemm_q_tile against gemm_q_tile_ref on sub-ranges of rows, tokens and blocks, overwriting
+// and accumulating.
 TEST(QuantKernels, GemmTileMatchesReferenceTwin) {
     std::mt19937 rng(78);
     for (DType wt : kWeightTypes) {
