@@ -151,9 +151,10 @@ void matmul_quant_ref(const MatrixView& w, const float* x, int64_t n_tok, float*
         for (int64_t r = 0; r < w.rows; ++r) y[t * w.rows + r] = vec_dot_q_ref(w.type, w.row(r), q.row(t), w.cols);
 }
 
-// Types without a register-blocked tile (gemm_q_tiled): tokens in blocks whose quantized
-// activations fit in L2 (<= 256 KiB, at most 64 tokens); within a block each weight row is
-// unpacked once per 4 tokens (vec_dot_q's multi-row form).
+// Row-layout quantized types without a register-blocked tile (gemm_q_tiled), and every
+// row-layout type up to 16 tokens (matmul_quant): tokens in blocks whose quantized activations
+// fit in L2 (<= 256 KiB, at most 64 tokens); within a block each weight row is unpacked once per
+// 4 tokens (vec_dot_q's multi-row form), with the per-token arithmetic of one token alone.
 void matmul_rows(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, float* y, ThreadPool* pool) {
     const int64_t rb = static_cast<int64_t>(row_bytes(w.type, static_cast<uint64_t>(w.cols)));
     const uint8_t* base = static_cast<const uint8_t*>(w.data);
