@@ -151,6 +151,37 @@ TEST(SessionFast, PrefillEqualsTokenByToken) {
     }
 }
 
+// The last layer runs past its K and V for the rows that get logits only: the logits and hidden
+// states of those rows are the full batch's bit for bit (dense weights, packed F16 included), and
+// the cache holds every row's keys and values (decoding on gives the same logits).
+TEST(SessionFast, LastLayerRunsForTheLogitRowsOnly) {
+    for (DType wt : {DType::F32, DType::F16}) {
+        const std::string path = tiny_model(std::string("lastrows-") + dtype_name(wt), 64, 4, 2, wt);
+        auto model = Model::load(path);
+        const int64_t V = model->config().n_vocab, E = model->config().n_embd;
+        std::mt19937 rng(31);
+        const auto prompt = random_tokens(rng, 40), more = random_tokens(rng, 3);
+        ThreadPool pool(2);
+        Session full(*model, {64, DType::F16, false}, &pool), last(*model, {64, DType::F16, false}, &pool),
+            tail(*model, {64, DType::F16, false}, &pool);
+        full.eval(prompt, true);
+        last.eval(prompt, false);
+        tail.eval_tail(prompt, 25);
+        ASSERT_EQ(last.logits().size(), static_cast<size_t>(V));
+        ASSERT_EQ(last.hidden().size(), static_cast<size_t>(E));
+        ASSERT_EQ(tail.hidden().size(), static_cast<size_t>(15 * E));
+        EXPECT_EQ(0, std::memcmp(last.last_logits(), full.logits().data() + 39 * V, V * sizeof(float))) << dtype_name(wt);
+        EXPECT_EQ(0, std::memcmp(last.hidden().data(), full.hidden().data() + 39 * E, E * sizeof(float)));
+        EXPECT_EQ(0, std::memcmp(tail.logits().data(), full.logits().data() + 25 * V, 15 * V * sizeof(float)));
+        EXPECT_EQ(0, std::memcmp(tail.hidden().data(), full.hidden().data() + 25 * E, 15 * E * sizeof(float)));
+        for (int32_t t : more) {
+            for (Session* s : {&full, &last, &tail}) s->eval(std::vector<int32_t>{t}, false);
+            EXPECT_EQ(0, std::memcmp(last.last_logits(), full.last_logits(), V * sizeof(float))) << dtype_name(wt);
+            EXPECT_EQ(0, std::memcmp(tail.last_logits(), full.last_logits(), V * sizeof(float))) << dtype_name(wt);
+        }
+    }
+}
+
 TEST(SessionFast, EvalTailKeepsTheRequestedRows) {
     const std::string path = tiny_model("mha-hd8", 32, 4, 4, DType::F32);
     auto model = Model::load(path);

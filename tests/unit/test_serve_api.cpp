@@ -258,7 +258,7 @@ TEST(ServeApi, EmbeddingsAreTheNormalizedMeanOfTheLastHiddenState) {
         auto ids = tok.encode(text, Tokenizer::Options{true, false, true});
         total += static_cast<int64_t>(ids.size());
         Session s(*srv.model, SessionOptions{256, DType::F16, false}, nullptr);
-        s.eval(ids, false);
+        s.eval(ids, true);  // every token's hidden state
         std::vector<double> mean(E, 0.0);
         for (size_t t = 0; t < ids.size(); ++t)
             for (int64_t k = 0; k < E; ++k) mean[k] += s.hidden()[t * E + k] / static_cast<double>(ids.size());

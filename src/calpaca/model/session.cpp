@@ -93,10 +93,10 @@ void Session::prepare_rope(int64_t n_tok) {
 // GGUF layout: each head's vector is rotated in adjacent pairs (x[2i], x[2i+1]) by
 // angle pos/factor * inv_freq[i]. (HF rotates halves; the converter permuted q/k rows so
 // the two agree.)
-void Session::rope(float* x, int64_t n_tok, int64_t n_heads) {
+void Session::rope(float* x, int64_t t0, int64_t n_tok, int64_t n_heads) {
     const int64_t hd = cfg_.head_dim(), half = hd / 2;
-    split(n_tok, n_heads * hd, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) {
+    split(n_tok - t0, n_heads * hd, [&](int64_t b, int64_t e) {
+        for (int64_t t = t0 + b; t < t0 + e; ++t) {
             const float* cs = rope_cos_.data() + t * half;
             const float* sn = rope_sin_.data() + t * half;
             for (int64_t h = 0; h < n_heads; ++h) {
@@ -121,7 +121,7 @@ void Session::store_kv(int64_t layer, const float* k, const float* v, int64_t n_
     });
 }
 
-void Session::attention(int64_t layer, const float* q, int64_t n_tok, float* out) {
+void Session::attention(int64_t layer, const float* q, int64_t t0, int64_t n_tok, float* out) {
     const int64_t hd = cfg_.head_dim(), nh = cfg_.n_head, kvd = cfg_.n_embd_kv();
     const int64_t group = cfg_.n_head / cfg_.n_head_kv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -129,13 +129,14 @@ void Session::attention(int64_t layer, const float* q, int64_t n_tok, float* out
     const size_t stride = static_cast<size_t>(kvd) * kv_elem_;
     const uint8_t* kbase = k_at(layer, 0);
     const uint8_t* vbase = v_at(layer, 0);
-    // Jobs are head-major (job = h * n_tok + t): a thread's contiguous share then holds early
+    // Jobs are head-major (job = h * m + t - t0): a thread's contiguous share then holds early
     // and late tokens alike, so causal attention's growing key counts stay balanced.
+    const int64_t m = n_tok - t0;
     auto body = [&](int64_t b, int64_t e) {
         thread_local std::vector<float> scratch;
         grow(scratch, static_cast<size_t>(n_past_ + n_tok));
         for (int64_t job = b; job < e; ++job) {
-            const int64_t h = job / n_tok, t = job % n_tok;
+            const int64_t h = job / m, t = t0 + job % m;
             const int64_t kvh = h / group;
             KVHead kv{kbase + kvh * hd * kv_elem_, vbase + kvh * hd * kv_elem_, opt_.kv_type, stride};
             const int64_t n_keys = n_past_ + t + 1;  // causal: keys 0..pos
@@ -147,7 +148,7 @@ void Session::attention(int64_t layer, const float* q, int64_t n_tok, float* out
                 attend(kv, qh, hd, n_keys, scale, o, scratch.data());
         }
     };
-    split(n_tok * nh, (n_past_ + n_tok) * hd, body);
+    split(m * nh, (n_past_ + n_tok) * hd, body);
 }
 
 void Session::check_batch(std::span<const int32_t> tokens) const {
@@ -201,31 +202,39 @@ void Session::eval_tail(std::span<const int32_t> tokens, int64_t first) {
 
     for (int64_t l = 0; l < cfg_.n_layer; ++l) {
         const LayerWeights& L = model_.layers[l];
+        // The last layer's outputs feed only the final norm and the head, so past the keys and
+        // values that every row leaves in the cache it runs for the rows that get logits alone
+        // (rows [r0, n)): a prompt's last layer is then its K and V projections plus one token's
+        // work. Rows are independent there and the kernels give a row the same bits in any batch
+        // (kernels.h), so the logits are those of the whole batch (as llama.cpp, which skips the
+        // unused rows after the attention block).
+        const int64_t r0 = l + 1 == cfg_.n_layer ? first : 0, m = n - r0;
         norm_rows(x, L.attn_norm, xn, n);
-        mm(L.wq, xn, n, q);
+        mm(L.wq, xn + r0 * E, m, q + r0 * E);
         mm(L.wk, xn, n, k);
         mm(L.wv, xn, n, v);
-        rope(q, n, cfg_.n_head);
-        rope(k, n, cfg_.n_head_kv);
+        rope(q, r0, n, cfg_.n_head);
+        rope(k, 0, n, cfg_.n_head_kv);
         store_kv(l, k, v, n);
-        attention(l, q, n, att);
-        mm(L.wo, att, n, tmp);
-        add_into(x, tmp, n * E);
+        attention(l, q, r0, n, att);
+        float *xr = x + r0 * E, *xnr = xn + r0 * E, *tr = tmp + r0 * E, *gr = g + r0 * F, *ur = u + r0 * F;
+        mm(L.wo, att + r0 * E, m, tr);
+        add_into(xr, tr, m * E);
 
-        norm_rows(x, L.ffn_norm, xn, n);
-        mm(L.w_gate, xn, n, g);
-        mm(L.w_up, xn, n, u);
-        split(n * F, 8, [&](int64_t b, int64_t e) {
-            for (int64_t i = b; i < e; ++i) g[i] = silu(g[i]) * u[i];
+        norm_rows(xr, L.ffn_norm, xnr, m);
+        mm(L.w_gate, xnr, m, gr);
+        mm(L.w_up, xnr, m, ur);
+        split(m * F, 8, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) gr[i] = silu(gr[i]) * ur[i];
         });
-        mm(L.w_down, g, n, tmp);
-        add_into(x, tmp, n * E);
+        mm(L.w_down, gr, m, tr);
+        add_into(xr, tr, m * E);
     }
-    hidden_.resize(nE);
-    norm_rows(x, model_.output_norm, hidden_.data(), n);
     const int64_t n_out = n - first;
+    hidden_.resize(static_cast<size_t>(n_out * E));
+    norm_rows(x + first * E, model_.output_norm, hidden_.data(), n_out);
     logits_.resize(static_cast<size_t>(n_out * cfg_.n_vocab));
-    mm(model_.output, hidden_.data() + first * E, n_out, logits_.data());
+    mm(model_.output, hidden_.data(), n_out, logits_.data());
     n_past_ += n;
 }
 

@@ -30,7 +30,7 @@ struct SessionOptions {
     // so a long prompt's activation buffers stay small (peak memory ~ ubatch, not prompt length);
     // every token attends to the same cache either way, so the results equal one big batch's bit
     // for bit with dense weights (quantized matmuls round activations per call: last bits may differ).
-    // hidden() then holds the rows of the last chunk only. 0 = the whole batch at once.
+    // hidden() then holds the last row only, as without chunks. 0 = the whole batch at once.
     int64_t ubatch = 0;
 };
 // The ubatch the CLI and `calpaca bench` use: large enough that each weight row is still reused
@@ -49,7 +49,9 @@ public:
     // Logits of the last eval: [n_tokens][n_vocab] if all_logits, else [1][n_vocab].
     const std::vector<float>& logits() const { return logits_; }
     const float* last_logits() const { return logits_.data() + logits_.size() - cfg_.n_vocab; }
-    // Final-norm hidden states of the last eval, [n_tokens][n_embd] (for embeddings).
+    // Final-norm hidden states of the rows that got logits in the last eval (the last layer runs
+    // for those rows only): [n_tokens][n_embd] with all_logits, else the last row
+    // (eval_tail: rows first_logit..n-1). Embeddings of every token need all_logits.
     const std::vector<float>& hidden() const { return hidden_; }
 
     int64_t n_past() const { return n_past_; }
@@ -59,8 +61,9 @@ public:
     void truncate(int64_t n);
 
 private:
-    void attention(int64_t layer, const float* q, int64_t n_tok, float* out);
-    void rope(float* x, int64_t n_tok, int64_t n_heads);
+    // queries of rows [t0, n_tok) of this eval (q and out indexed by row)
+    void attention(int64_t layer, const float* q, int64_t t0, int64_t n_tok, float* out);
+    void rope(float* x, int64_t t0, int64_t n_tok, int64_t n_heads);  // rows [t0, n_tok)
     void prepare_rope(int64_t n_tok);
     void store_kv(int64_t layer, const float* k, const float* v, int64_t n_tok);
     void norm_rows(const float* x, const std::vector<float>& w, float* out, int64_t n_tok);
