@@ -71,23 +71,33 @@ void check_model(const std::string& path, DType kv, ThreadPool* pool) {
             size_t n = std::min(chunk[s], seqs[s].size() - done[s]);
             if ((step + s) % 3 == 2) continue;  // not every slot in every step
             toks[s].assign(seqs[s].begin() + done[s], seqs[s].begin() + done[s] + n);
-            items.push_back({s, toks[s], s == 2 ? MultiSession::Output::All : MultiSession::Output::Last});
+            // slot 2 wants every row's logits; slot 1 on even steps none (a prompt chunk that is not
+            // the last: its last layer stops after K and V, and later steps must still match);
+            // slot 0 on odd steps every row's hidden state besides its last logits (embeddings)
+            MultiSession::Output out = s == 2 ? MultiSession::Output::All : MultiSession::Output::Last;
+            if (s == 1 && step % 2 == 0) out = MultiSession::Output::None;
+            items.push_back({s, toks[s], out, s == 0 && step % 2 == 1});
             slot_of.push_back(s);
         }
         ms.forward(items);
         for (size_t i = 0; i < items.size(); ++i) {
             const int s = slot_of[i];
             const bool all = items[i].logits == MultiSession::Output::All;
-            ref[s]->eval(toks[s], all);
-            const int64_t rows = all ? static_cast<int64_t>(toks[s].size()) : 1;
+            const bool none = items[i].logits == MultiSession::Output::None;
+            const bool every_hidden = all || items[i].hidden;
+            ref[s]->eval(toks[s], every_hidden);
+            const int64_t n = static_cast<int64_t>(toks[s].size());
+            const int64_t rows = all ? n : none ? 0 : 1;
             for (int64_t r = 0; r < rows; ++r)
-                expect_close(ms.logits(i, r), ref[s]->logits().data() + r * nv, nv,
+                expect_close(ms.logits(i, r), ref[s]->logits().data() + (every_hidden && !all ? n - 1 : r) * nv, nv,
                              "step " + std::to_string(step) + " slot " + std::to_string(s) + " row " + std::to_string(r));
             // (Session keeps the hidden states of the rows that got logits: all, or the last)
-            const int64_t n = static_cast<int64_t>(toks[s].size());
-            for (int64_t r = 0; r < rows; ++r)
-                expect_close(ms.hidden(i, all ? r : n - 1), ref[s]->hidden().data() + r * E, E,
+            for (int64_t r = every_hidden ? 0 : none ? n : n - 1; r < n; ++r)
+                expect_close(ms.hidden(i, r), ref[s]->hidden().data() + (every_hidden ? r : 0) * E, E,
                              "hidden slot " + std::to_string(s));
+            if (none || (!every_hidden && n > 1)) {
+                EXPECT_THROW(ms.hidden(i, 0), Error) << "a row the last layer skipped";
+            }
             done[s] += toks[s].size();
             EXPECT_EQ(ms.n_past(s), ref[s]->n_past());
         }

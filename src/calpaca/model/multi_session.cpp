@@ -114,11 +114,23 @@ void MultiSession::forward(std::span<const Item> items) {
     row_pos_.resize(N);
     item_first_row_.resize(items.size());
     item_logit_row_.resize(items.size());
+    item_kept_row_.resize(items.size());
+    item_rows_.resize(items.size());
+    item_kept_all_.resize(items.size());
+    kept_.clear();
     int64_t r = 0, n_out = 0;
     for (size_t i = 0; i < items.size(); ++i) {
         const Item& it = items[i];
+        const auto n = static_cast<int64_t>(it.tokens.size());
         item_first_row_[i] = r;
         item_logit_row_[i] = n_out;
+        item_kept_row_[i] = static_cast<int64_t>(kept_.size());
+        item_rows_[i] = n;
+        item_kept_all_[i] = it.hidden || it.logits == Output::All;
+        if (item_kept_all_[i])
+            for (int64_t t = 0; t < n; ++t) kept_.push_back(r + t);
+        else if (it.logits == Output::Last)
+            kept_.push_back(r + n - 1);
         const int64_t base = n_past_[static_cast<size_t>(it.slot)];
         for (size_t t = 0; t < it.tokens.size(); ++t, ++r) {
             row_slot_[r] = it.slot;
@@ -159,19 +171,41 @@ void MultiSession::forward(std::span<const Item> items) {
                 }
             }
         }
+        int64_t M = N;  // rows past K and V
+        if (l + 1 == cfg_.n_layer && static_cast<int64_t>(kept_.size()) < N) {
+            // The last layer's outputs feed only the final norm, the head and embeddings, so past the
+            // keys and values every row leaves in its cache it runs for the kept rows alone (a
+            // prompt chunk's K and V plus, at most, its last row), moved to the front in order: the
+            // kernels give a row the same bits in any batch, so kept rows keep Session's bits.
+            M = static_cast<int64_t>(kept_.size());
+            for (int64_t j = 0; j < M; ++j) {
+                const int64_t src = kept_[static_cast<size_t>(j)];
+                if (src == j) continue;
+                std::memcpy(x + j * E, x + src * E, E * sizeof(float));
+                std::memcpy(q + j * E, q + src * E, E * sizeof(float));
+                row_slot_[j] = row_slot_[src];
+                row_pos_[j] = row_pos_[src];
+            }
+            n_rows_ = M;
+            if (M == 0) break;
+        }
         attention(l, q, att);
-        matmul(L.wo, att, N, tmp, pool_);
-        for (int64_t i = 0; i < N * E; ++i) x[i] += tmp[i];
+        matmul(L.wo, att, M, tmp, pool_);
+        for (int64_t i = 0; i < M * E; ++i) x[i] += tmp[i];
 
-        for (int64_t t = 0; t < N; ++t) rmsnorm(x + t * E, L.ffn_norm.data(), xn + t * E, E, cfg_.rms_eps);
-        matmul(L.w_gate, xn, N, g, pool_);
-        matmul(L.w_up, xn, N, u, pool_);
-        for (int64_t i = 0; i < N * F; ++i) g[i] = silu(g[i]) * u[i];
-        matmul(L.w_down, g, N, tmp, pool_);
-        for (int64_t i = 0; i < N * E; ++i) x[i] += tmp[i];
+        for (int64_t t = 0; t < M; ++t) rmsnorm(x + t * E, L.ffn_norm.data(), xn + t * E, E, cfg_.rms_eps);
+        matmul(L.w_gate, xn, M, g, pool_);
+        matmul(L.w_up, xn, M, u, pool_);
+        for (int64_t i = 0; i < M * F; ++i) g[i] = silu(g[i]) * u[i];
+        matmul(L.w_down, g, M, tmp, pool_);
+        for (int64_t i = 0; i < M * E; ++i) x[i] += tmp[i];
     }
-    grow(hidden_, N * E);
-    for (int64_t t = 0; t < N; ++t) rmsnorm(x + t * E, model_.output_norm.data(), hidden_.data() + t * E, E, cfg_.rms_eps);
+    // every row ran the last layer, or the kept ones are at the front (above)
+    const auto K = static_cast<int64_t>(kept_.size());
+    if (K == N)
+        for (size_t i = 0; i < items.size(); ++i) item_kept_row_[i] = item_first_row_[i], item_kept_all_[i] = 1;
+    grow(hidden_, K * E);
+    for (int64_t t = 0; t < K; ++t) rmsnorm(x + t * E, model_.output_norm.data(), hidden_.data() + t * E, E, cfg_.rms_eps);
     // the output matrix runs once over the rows that need logits, gathered contiguously
     grow(gathered_, n_out * E);
     grow(logits_, n_out * cfg_.n_vocab);
@@ -179,10 +213,10 @@ void MultiSession::forward(std::span<const Item> items) {
     for (size_t i = 0; i < items.size(); ++i) {
         const Item& it = items[i];
         const int64_t n = static_cast<int64_t>(it.tokens.size());
-        const int64_t first = it.logits == Output::All ? 0 : n - 1;
         if (it.logits == Output::None) continue;
+        const int64_t first = it.logits == Output::All ? 0 : n - 1;
         for (int64_t t = first; t < n; ++t, ++o)
-            std::memcpy(gathered_.data() + o * E, hidden_.data() + (item_first_row_[i] + t) * E, E * sizeof(float));
+            std::memcpy(gathered_.data() + o * E, hidden(i, t), E * sizeof(float));
     }
     if (n_out > 0) matmul(model_.output, gathered_.data(), n_out, logits_.data(), pool_);
     for (const Item& it : items) n_past_[static_cast<size_t>(it.slot)] += static_cast<int64_t>(it.tokens.size());
@@ -195,7 +229,14 @@ const float* MultiSession::logits(size_t item, int64_t row) const {
 
 const float* MultiSession::hidden(size_t item, int64_t row) const {
     if (item >= item_first_row_.size()) fail("hidden: item {} is not in the last batch", item);
-    return hidden_.data() + (item_first_row_[item] + row) * cfg_.n_embd;
+    const int64_t n = item_rows_[item];
+    if (row < 0 || row >= n) fail("hidden: row {} is outside item {}'s {} tokens", row, item, n);
+    if (item_kept_all_[item]) return hidden_.data() + (item_kept_row_[item] + row) * cfg_.n_embd;
+    if (row != n - 1 || item_kept_row_[item] >= static_cast<int64_t>(kept_.size()) ||
+        kept_[static_cast<size_t>(item_kept_row_[item])] != item_first_row_[item] + n - 1)
+        fail("hidden: row {} of item {} was not computed (only rows with logits, or every row with Item::hidden)",
+             row, item);
+    return hidden_.data() + item_kept_row_[item] * cfg_.n_embd;
 }
 
 }  // namespace calpaca

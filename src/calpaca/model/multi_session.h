@@ -33,6 +33,7 @@ public:
         int slot = 0;
         std::span<const int32_t> tokens;   // appended at the slot's n_past
         Output logits = Output::Last;
+        bool hidden = false;               // every row's final hidden state (embeddings)
     };
 
     MultiSession(const Model& m, MultiSessionOptions o, ThreadPool* pool);
@@ -42,7 +43,9 @@ public:
     void forward(std::span<const Item> items);
 
     // Results of the last forward(): logits row `row` of item i (Last: row 0; All: 0..n-1), and
-    // the final-norm hidden state of token `row` of item i (every row of every item; embeddings).
+    // the final-norm hidden state of token `row` of item i, for the rows the last layer ran for
+    // (every row of an item with hidden or Output::All, the last row with Output::Last: past its
+    // K and V the last layer runs for those rows only, as Session's).
     const float* logits(size_t item, int64_t row = 0) const;
     const float* hidden(size_t item, int64_t row) const;
 
@@ -76,6 +79,11 @@ private:
     std::vector<int32_t> row_slot_;
     std::vector<int64_t> row_pos_;
     std::vector<int64_t> item_first_row_, item_logit_row_;  // first token row; first logits row
+    // per item: its first row among the rows the last layer ran for (kept rows, in row order),
+    // and whether all its rows are kept (else only its last, or none)
+    std::vector<int64_t> item_kept_row_, item_rows_;
+    std::vector<uint8_t> item_kept_all_;
+    std::vector<int64_t> kept_;  // kept rows
     std::vector<float> x_, xn_, q_, k_, v_, att_, tmp_, g_, u_, hidden_, gathered_, logits_;
 };
 

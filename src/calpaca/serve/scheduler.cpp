@@ -449,7 +449,7 @@ void Scheduler::loop() {
                 out = MultiSession::Output::All;
             else if (last && !s->spec.embedding)
                 out = MultiSession::Output::Last;
-            items.push_back({s->id, std::span<const int32_t>(s->spec.prompt.data() + s->n_fed, n), out});
+            items.push_back({s->id, std::span<const int32_t>(s->spec.prompt.data() + s->n_fed, n), out, s->spec.embedding});
             item_slot.push_back(s);
             budget -= static_cast<int>(n);
         }
