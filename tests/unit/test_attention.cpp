@@ -79,6 +79,31 @@ TEST(Attention, FastMatchesReferenceOnRandomShapes) {
     }
 }
 
+// attend4 (a prompt's four consecutive queries of one head, K and V rows converted once for the
+// four) gives each query attend()'s bits, on head sizes with and without the 16-lane fast path.
+TEST(Attention, FourQueriesEqualFourSingleQueries) {
+    std::mt19937 rng(2025);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (DType t : {DType::F16, DType::F32}) {
+        for (int64_t hd : {16, 40, 48, 64, 128}) {
+            for (int64_t n0 : {1, 2, 4, 5, 33, 200}) {
+                const int64_t row = 3 * hd, n_keys = n0 + 3;
+                auto k = random_rows(t, n_keys, row, rng), v = random_rows(t, n_keys, row, rng);
+                const size_t esz = t == DType::F16 ? 2 : 4;
+                KVHead kv{k.data() + hd * esz, v.data() + hd * esz, t, static_cast<size_t>(row) * esz};
+                const int64_t qs = hd + 5, os = hd + 3;  // queries and outputs in wider rows
+                std::vector<float> q(4 * qs), one(4 * os, 9.0f), four(4 * os, 9.0f), s1(n_keys), s4(4 * (n0 + 3));
+                for (auto& x : q) x = nd(rng);
+                const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+                for (int u = 0; u < 4; ++u) attend(kv, q.data() + u * qs, hd, n0 + u, scale, one.data() + u * os, s1.data());
+                attend4(kv, q.data(), qs, hd, n0, scale, four.data(), os, s4.data());
+                ASSERT_EQ(0, std::memcmp(one.data(), four.data(), one.size() * sizeof(float)))
+                    << dtype_name(t) << " hd " << hd << " n0 " << n0;
+            }
+        }
+    }
+}
+
 TEST(Attention, OneKeyReturnsItsValue) {
     const float q[4] = {1, 2, 3, 4}, k[4] = {0.5f, 0.5f, 0.5f, 0.5f}, v[4] = {-1, 2.5f, 0, 7};
     KVHead kv{reinterpret_cast<const uint8_t*>(k), reinterpret_cast<const uint8_t*>(v), DType::F32, 16};

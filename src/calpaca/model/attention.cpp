@@ -122,6 +122,68 @@ void weighted_sum_avx2(const KVHead& kv, const float* w, int64_t hd, int64_t n_k
         out[c] = a;
     }
 }
+
+// attend() for four queries at consecutive positions (query u sees n0 + u keys), head_dim a
+// multiple of 16: per key, one conversion of its K row feeds the four queries' dot products
+// (each in scores_avx2's two accumulators, the same order), and per V row one conversion feeds
+// the four weighted sums (each lane a chain over the keys in order, as weighted_sum_avx2's).
+template <bool F16>
+void attend4_avx2(const KVHead& kv, const float* q, int64_t q_stride, int64_t hd, int64_t n0, float scale, float* out,
+                  int64_t out_stride, float* scratch) {
+    constexpr int Q = 4;
+    const int64_t ns = n0 + Q - 1;
+    float* s[Q];
+    const float* qs[Q];
+    for (int u = 0; u < Q; ++u) s[u] = scratch + u * ns, qs[u] = q + u * q_stride;
+    for (int64_t j = 0; j < n0; ++j) {  // keys every query sees
+        const uint8_t* kj = kv.k + j * kv.stride;
+        __m256 a[Q], b[Q];
+        for (int u = 0; u < Q; ++u) a[u] = b[u] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < hd; i += 16) {
+            const __m256 k0 = load8<F16>(kj, i), k1 = load8<F16>(kj, i + 8);
+            for (int u = 0; u < Q; ++u) {
+                a[u] = _mm256_fmadd_ps(k0, _mm256_loadu_ps(qs[u] + i), a[u]);
+                b[u] = _mm256_fmadd_ps(k1, _mm256_loadu_ps(qs[u] + i + 8), b[u]);
+            }
+        }
+        for (int u = 0; u < Q; ++u) s[u][j] = finish_dot<F16>(a[u], b[u], qs[u], kj, hd, hd) * scale;
+    }
+    for (int u = 1; u < Q; ++u)  // the keys only the later queries see
+        for (int64_t j = n0; j < n0 + u; ++j) {
+            const uint8_t* kj = kv.k + j * kv.stride;
+            __m256 a = _mm256_setzero_ps(), b = a;
+            for (int64_t i = 0; i < hd; i += 16) {
+                a = _mm256_fmadd_ps(load8<F16>(kj, i), _mm256_loadu_ps(qs[u] + i), a);
+                b = _mm256_fmadd_ps(load8<F16>(kj, i + 8), _mm256_loadu_ps(qs[u] + i + 8), b);
+            }
+            s[u][j] = finish_dot<F16>(a, b, qs[u], kj, hd, hd) * scale;
+        }
+    for (int u = 0; u < Q; ++u) softmax(s[u], n0 + u);
+    for (int64_t c = 0; c < hd; c += 16) {
+        __m256 o0[Q], o1[Q];
+        for (int u = 0; u < Q; ++u) o0[u] = o1[u] = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n0; ++j) {
+            const uint8_t* vj = kv.v + j * kv.stride;
+            const __m256 v0 = load8<F16>(vj, c), v1 = load8<F16>(vj, c + 8);
+            for (int u = 0; u < Q; ++u) {
+                const __m256 w = _mm256_set1_ps(s[u][j]);
+                o0[u] = _mm256_fmadd_ps(w, v0, o0[u]);
+                o1[u] = _mm256_fmadd_ps(w, v1, o1[u]);
+            }
+        }
+        for (int u = 1; u < Q; ++u)
+            for (int64_t j = n0; j < n0 + u; ++j) {
+                const uint8_t* vj = kv.v + j * kv.stride;
+                const __m256 w = _mm256_set1_ps(s[u][j]);
+                o0[u] = _mm256_fmadd_ps(w, load8<F16>(vj, c), o0[u]);
+                o1[u] = _mm256_fmadd_ps(w, load8<F16>(vj, c + 8), o1[u]);
+            }
+        for (int u = 0; u < Q; ++u) {
+            _mm256_storeu_ps(out + u * out_stride + c, o0[u]);
+            _mm256_storeu_ps(out + u * out_stride + c + 8, o1[u]);
+        }
+    }
+}
 #endif
 
 }  // namespace
@@ -160,6 +222,22 @@ void attend(const KVHead& kv, const float* q, int64_t hd, int64_t n_keys, float 
         for (int64_t i = 0; i < hd; ++i) out[i] += scratch[j] * load1(kv.type, vj, i);
     }
 #endif
+}
+
+void attend4(const KVHead& kv, const float* q, int64_t q_stride, int64_t hd, int64_t n_keys0, float scale, float* out,
+             int64_t out_stride, float* scratch) {
+    check_kv(kv.type);
+    if (n_keys0 < 1) fail("attend4: n_keys0 must be >= 1, got {}", n_keys0);
+#ifdef CALPACA_ATT_AVX2
+    if (hd % 16 == 0) {
+        if (kv.type == DType::F16)
+            attend4_avx2<true>(kv, q, q_stride, hd, n_keys0, scale, out, out_stride, scratch);
+        else
+            attend4_avx2<false>(kv, q, q_stride, hd, n_keys0, scale, out, out_stride, scratch);
+        return;
+    }
+#endif
+    for (int u = 0; u < 4; ++u) attend(kv, q + u * q_stride, hd, n_keys0 + u, scale, out + u * out_stride, scratch);
 }
 
 void store_row(DType t, const float* x, uint8_t* dst, int64_t n) {

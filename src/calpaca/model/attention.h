@@ -29,6 +29,14 @@ void attend_ref(const KVHead& kv, const float* q, int64_t head_dim, int64_t n_ke
 void attend(const KVHead& kv, const float* q, int64_t head_dim, int64_t n_keys, float scale, float* out,
             float* scratch);
 
+// Four queries of one head at consecutive positions: query i (at q + i * q_stride) attends to
+// the first n_keys0 + i keys, its output goes to out + i * out_stride. Each query gets attend()'s
+// bits; with the AVX2 kernels and head_dim a multiple of 16 every K and V row is converted once
+// for all four (a prompt's attention; else four attend() calls). scratch holds 4 * (n_keys0 + 3)
+// floats. n_keys0 >= 1.
+void attend4(const KVHead& kv, const float* q, int64_t q_stride, int64_t head_dim, int64_t n_keys0, float scale,
+             float* out, int64_t out_stride, float* scratch);
+
 // Stores n floats into a cache row of type t (F16: round to nearest even; F32: copy).
 void store_row(DType t, const float* x, uint8_t* dst, int64_t n);
 

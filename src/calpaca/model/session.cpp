@@ -129,26 +129,34 @@ void Session::attention(int64_t layer, const float* q, int64_t t0, int64_t n_tok
     const size_t stride = static_cast<size_t>(kvd) * kv_elem_;
     const uint8_t* kbase = k_at(layer, 0);
     const uint8_t* vbase = v_at(layer, 0);
-    // Jobs are head-major (job = h * m + t - t0): a thread's contiguous share then holds early
-    // and late tokens alike, so causal attention's growing key counts stay balanced.
-    const int64_t m = n_tok - t0;
+    // A job is one head's queries of four consecutive rows (attend4 converts each K and V row
+    // once for the four; a shorter last block goes row by row). Jobs are head-major (job = h *
+    // blocks + block): a thread's contiguous share then holds early and late tokens alike, so
+    // causal attention's growing key counts stay balanced.
+    const int64_t m = n_tok - t0, blocks = (m + 3) / 4, E = nh * hd;
     auto body = [&](int64_t b, int64_t e) {
         thread_local std::vector<float> scratch;
-        grow(scratch, static_cast<size_t>(n_past_ + n_tok));
+        grow(scratch, static_cast<size_t>(4 * (n_past_ + n_tok + 3)));
         for (int64_t job = b; job < e; ++job) {
-            const int64_t h = job / m, t = t0 + job % m;
+            const int64_t h = job / blocks, tb = t0 + 4 * (job % blocks), te = std::min(n_tok, tb + 4);
             const int64_t kvh = h / group;
             KVHead kv{kbase + kvh * hd * kv_elem_, vbase + kvh * hd * kv_elem_, opt_.kv_type, stride};
-            const int64_t n_keys = n_past_ + t + 1;  // causal: keys 0..pos
-            const float* qh = q + (t * nh + h) * hd;
-            float* o = out + (t * nh + h) * hd;
-            if (ref)
-                attend_ref(kv, qh, hd, n_keys, scale, o, scratch.data());
-            else
-                attend(kv, qh, hd, n_keys, scale, o, scratch.data());
+            if (!ref && te - tb == 4) {
+                attend4(kv, q + tb * E + h * hd, E, hd, n_past_ + tb + 1, scale, out + tb * E + h * hd, E, scratch.data());
+                continue;
+            }
+            for (int64_t t = tb; t < te; ++t) {
+                const int64_t n_keys = n_past_ + t + 1;  // causal: keys 0..pos
+                const float* qh = q + t * E + h * hd;
+                float* o = out + t * E + h * hd;
+                if (ref)
+                    attend_ref(kv, qh, hd, n_keys, scale, o, scratch.data());
+                else
+                    attend(kv, qh, hd, n_keys, scale, o, scratch.data());
+            }
         }
     };
-    split(m * nh, (n_past_ + n_tok) * hd, body);
+    split(blocks * nh, 4 * (n_past_ + n_tok) * hd, body);
 }
 
 void Session::check_batch(std::span<const int32_t> tokens) const {
@@ -171,14 +179,20 @@ void Session::eval(std::span<const int32_t> tokens, bool all_logits) {
     check_batch(tokens);  // the whole batch first: an error leaves the cache as it was
     for (int64_t b = 0; b < n; b += ub) {
         const int64_t m = std::min(ub, n - b);
-        eval_tail(tokens.subspan(static_cast<size_t>(b), static_cast<size_t>(m)), m - 1);
+        // chunks before the last only fill the cache: no logits, so their last layer stops after K and V
+        forward(tokens.subspan(static_cast<size_t>(b), static_cast<size_t>(m)), b + m < n ? m : m - 1);
     }
 }
 
 void Session::eval_tail(std::span<const int32_t> tokens, int64_t first) {
     const int64_t n = static_cast<int64_t>(tokens.size());
-    check_batch(tokens);
     if (first < 0 || first >= n) fail("eval: first logit row {} is outside the batch of {} tokens", first, n);
+    forward(tokens, first);  // (checks the tokens)
+}
+
+void Session::forward(std::span<const int32_t> tokens, int64_t first) {
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    check_batch(tokens);
     const int64_t E = cfg_.n_embd, KV = cfg_.n_embd_kv(), F = cfg_.n_ff;
 
     const size_t nE = static_cast<size_t>(n * E), nKV = static_cast<size_t>(n * KV), nF = static_cast<size_t>(n * F);
@@ -216,6 +230,7 @@ void Session::eval_tail(std::span<const int32_t> tokens, int64_t first) {
         rope(q, r0, n, cfg_.n_head);
         rope(k, 0, n, cfg_.n_head_kv);
         store_kv(l, k, v, n);
+        if (m == 0) continue;  // (the last layer of a chunk that only fills the cache)
         attention(l, q, r0, n, att);
         float *xr = x + r0 * E, *xnr = xn + r0 * E, *tr = tmp + r0 * E, *gr = g + r0 * F, *ur = u + r0 * F;
         mm(L.wo, att + r0 * E, m, tr);
@@ -232,9 +247,11 @@ void Session::eval_tail(std::span<const int32_t> tokens, int64_t first) {
     }
     const int64_t n_out = n - first;
     hidden_.resize(static_cast<size_t>(n_out * E));
-    norm_rows(x + first * E, model_.output_norm, hidden_.data(), n_out);
     logits_.resize(static_cast<size_t>(n_out * cfg_.n_vocab));
-    mm(model_.output, hidden_.data(), n_out, logits_.data());
+    if (n_out > 0) {
+        norm_rows(x + first * E, model_.output_norm, hidden_.data(), n_out);
+        mm(model_.output, hidden_.data(), n_out, logits_.data());
+    }
     n_past_ += n;
 }
 

@@ -71,6 +71,9 @@ private:
     uint8_t* v_at(int64_t layer, int64_t pos);
     void mm(const MatrixView& w, const float* x, int64_t n, float* y);
     void check_batch(std::span<const int32_t> tokens) const;
+    // The forward pass; logits and hidden states for rows [first, n) (first == n: none, the
+    // tokens only enter the cache).
+    void forward(std::span<const int32_t> tokens, int64_t first);
     // fn(begin, end) over [0, n): split over the pool when the fast path has one and the work
     // (n x cost_per_item) is worth a hand-off, else run here.
     template <typename F>
