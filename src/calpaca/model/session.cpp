@@ -224,13 +224,13 @@ void Session::forward(std::span<const int32_t> tokens, int64_t first) {
         // unused rows after the attention block).
         const int64_t r0 = l + 1 == cfg_.n_layer ? first : 0, m = n - r0;
         norm_rows(x, L.attn_norm, xn, n);
-        mm(L.wq, xn + r0 * E, m, q + r0 * E);
         mm(L.wk, xn, n, k);
         mm(L.wv, xn, n, v);
-        rope(q, r0, n, cfg_.n_head);
         rope(k, 0, n, cfg_.n_head_kv);
         store_kv(l, k, v, n);
         if (m == 0) continue;  // (the last layer of a chunk that only fills the cache)
+        mm(L.wq, xn + r0 * E, m, q + r0 * E);
+        rope(q, r0, n, cfg_.n_head);
         attention(l, q, r0, n, att);
         float *xr = x + r0 * E, *xnr = xn + r0 * E, *tr = tmp + r0 * E, *gr = g + r0 * F, *ur = u + r0 * F;
         mm(L.wo, att + r0 * E, m, tr);
