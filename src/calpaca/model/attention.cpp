@@ -54,6 +54,17 @@ inline float finish_dot(__m256 a, __m256 b, const float* q, const uint8_t* k, in
     return r;
 }
 
+// One key's dot product alone, in the same two accumulators and order as the four-key steps.
+template <bool F16>
+inline float key_dot(const uint8_t* kj, const float* q, int64_t hd16, int64_t hd) {
+    __m256 a = _mm256_setzero_ps(), b = a;
+    for (int64_t i = 0; i < hd16; i += 16) {
+        a = _mm256_fmadd_ps(load8<F16>(kj, i), _mm256_loadu_ps(q + i), a);
+        b = _mm256_fmadd_ps(load8<F16>(kj, i + 8), _mm256_loadu_ps(q + i + 8), b);
+    }
+    return finish_dot<F16>(a, b, q, kj, hd16, hd);
+}
+
 template <bool F16>
 void scores_avx2(const KVHead& kv, const float* q, int64_t hd, int64_t n_keys, float scale, float* s) {
     const int64_t hd16 = hd / 16 * 16;
@@ -80,15 +91,7 @@ void scores_avx2(const KVHead& kv, const float* q, int64_t hd, int64_t n_keys, f
         s[j + 2] = finish_dot<F16>(a2, b2, q, k2, hd16, hd) * scale;
         s[j + 3] = finish_dot<F16>(a3, b3, q, k3, hd16, hd) * scale;
     }
-    for (; j < n_keys; ++j) {
-        const uint8_t* kj = kv.k + j * kv.stride;
-        __m256 a = _mm256_setzero_ps(), b = a;
-        for (int64_t i = 0; i < hd16; i += 16) {
-            a = _mm256_fmadd_ps(load8<F16>(kj, i), _mm256_loadu_ps(q + i), a);
-            b = _mm256_fmadd_ps(load8<F16>(kj, i + 8), _mm256_loadu_ps(q + i + 8), b);
-        }
-        s[j] = finish_dot<F16>(a, b, q, kj, hd16, hd) * scale;
-    }
+    for (; j < n_keys; ++j) s[j] = key_dot<F16>(kv.k + j * kv.stride, q, hd16, hd) * scale;
 }
 
 // out = sum_j w[j] * V[j], 32 output lanes per pass held in registers.
@@ -149,15 +152,7 @@ void attend4_avx2(const KVHead& kv, const float* q, int64_t q_stride, int64_t hd
         for (int u = 0; u < Q; ++u) s[u][j] = finish_dot<F16>(a[u], b[u], qs[u], kj, hd, hd) * scale;
     }
     for (int u = 1; u < Q; ++u)  // the keys only the later queries see
-        for (int64_t j = n0; j < n0 + u; ++j) {
-            const uint8_t* kj = kv.k + j * kv.stride;
-            __m256 a = _mm256_setzero_ps(), b = a;
-            for (int64_t i = 0; i < hd; i += 16) {
-                a = _mm256_fmadd_ps(load8<F16>(kj, i), _mm256_loadu_ps(qs[u] + i), a);
-                b = _mm256_fmadd_ps(load8<F16>(kj, i + 8), _mm256_loadu_ps(qs[u] + i + 8), b);
-            }
-            s[u][j] = finish_dot<F16>(a, b, qs[u], kj, hd, hd) * scale;
-        }
+        for (int64_t j = n0; j < n0 + u; ++j) s[u][j] = key_dot<F16>(kv.k + j * kv.stride, qs[u], hd, hd) * scale;
     for (int u = 0; u < Q; ++u) softmax(s[u], n0 + u);
     for (int64_t c = 0; c < hd; c += 16) {
         __m256 o0[Q], o1[Q];
