@@ -3,7 +3,7 @@
 //   BM_QMatmul     matmul through kernels.h: decode (1 token) and prompt processing (64
 //                  tokens), reference / fast on one thread / fast on the pool; counters:
 //                  weight GB/s (bytes of weights streamed per call) and GOP/s (2·rows·cols·tokens);
-//                  modes 3/4: the same on packed Q4_0 / Q8_0 / Q4_K weights (tensor/packed.h)
+//                  modes 3/4: the same on packed Q4_0 / Q8_0 / Q4_K / Q6_K weights (tensor/packed.h)
 //   BM_QDecodeDram one token against a matrix larger than the L3 (huge pages), row layout or
 //                  packed, 1 and 2 threads: the weight GB/s decode can stream
 //   BM_QGemmTile  gemm_q_tile (register-blocked rows × tokens) vs gemm_q_tile_ref on 8 and 64
@@ -86,7 +86,7 @@ BENCHMARK(BM_QDot)->Apply([](benchmark::internal::Benchmark* b) { qtype_args(b, 
 
 // Decode from DRAM: one token against a 32768 x 4096 matrix (64-142 MB, larger than the L3),
 // held in huge-page memory as Model::pack_weights holds weights; args: weight type, packed
-// (Q4_0 / Q8_0 / Q4_K only), threads. weight_GB/s is the streaming rate decode reaches per matrix.
+// (Q4_0 / Q8_0 / Q4_K / Q6_K only), threads. weight_GB/s is the streaming rate decode reaches per matrix.
 void BM_QDecodeDram(benchmark::State& st) {
     const DType t = static_cast<DType>(st.range(0));
     const bool pack = st.range(1) != 0;
@@ -121,14 +121,14 @@ BENCHMARK(BM_QDecodeDram)
         for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K})
             for (int64_t pack : {0, 1})
                 for (int64_t th : {1, 2})
-                    if (pack == 0 || t != DType::Q6_K) b->Args({static_cast<int64_t>(t), pack, th});
+                    b->Args({static_cast<int64_t>(t), pack, th});
     })
     ->ArgNames({"type", "packed", "threads"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
 // args: weight type, mode (0 ref, 1 fast one thread, 2 fast pool, 3 packed one thread, 4
-// packed pool: tensor/packed.h, Q4_0 / Q8_0 / Q4_K only), tokens
+// packed pool: tensor/packed.h, Q4_0 / Q8_0 / Q4_K / Q6_K only), tokens
 void BM_QMatmul(benchmark::State& st) {
     const DType t = static_cast<DType>(st.range(0));
     const int mode = static_cast<int>(st.range(1));
@@ -158,7 +158,7 @@ BENCHMARK(BM_QMatmul)
         for (DType t : kQTypes)
             for (int64_t mode : {0, 1, 2})
                 for (int64_t ntok : {1, 8, 64}) b->Args({static_cast<int64_t>(t), mode, ntok});
-        for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K})
+        for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K})
             for (int64_t mode : {3, 4})
                 for (int64_t ntok : {1, 8, 64}) b->Args({static_cast<int64_t>(t), mode, ntok});
     })

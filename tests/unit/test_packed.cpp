@@ -1,4 +1,4 @@
-// Packed (8-row interleaved) Q4_0 / Q8_0 / Q4_K weights (tensor/packed.h): the layout on a hand-built
+// Packed (8-row interleaved) Q4_0 / Q8_0 / Q4_K / Q6_K weights (tensor/packed.h): the layout on a hand-built
 // example, pack/unpack round trips, gemm_packed against gemm_packed_ref and against per-row
 // reference dot products (sub-ranges, 1 to 9 tokens, odd block counts), and matmul on a packed
 // view: the same bits for any thread count and any token tiling.
@@ -23,7 +23,7 @@ using namespace calpaca::qtest;
 
 namespace {
 
-const DType kPackedTypes[] = {DType::Q4_0, DType::Q8_0, DType::Q4_K};
+const DType kPackedTypes[] = {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K};
 
 // Quantized activations (vec_dot_type of the weights) with, for Q8_0, the f32 scales and
 // block sums the fast kernels take.
@@ -113,12 +113,47 @@ TEST(Packed, LayoutOfAHandBuiltMatrix) {
         }
         EXPECT_EQ(pk[160 + 256 * 3 + 32 * 5 + 4 * row + 1], blk->qs[32 * 3 + 4 * 5 + 1]);
     }
+
+    // Q6_K: d, the int8 scales (16 + 8s + r), then per 64 elements p and step pair u a 96-byte
+    // chunk at 144 + 96(4p + u): the low nibbles of steps 2u and 2u + 1 (low nibble: elements
+    // 64p + 4j + i, high nibble: 64p + 32 + 4j + i), then their high 2 bits (bits 0-1 / 2-3: the
+    // low half's steps 2u / 2u + 1, bits 4-5 / 6-7: the high half's). Codes set by hand: row r's
+    // element e has the 6-bit code (5e + 3r) % 64, written in ggml's block_q6_K bit positions.
+    std::vector<quant::BlockQ6_K> w6(8);
+    for (int row = 0; row < 8; ++row) {
+        auto& b6 = w6[static_cast<size_t>(row)];
+        std::memset(&b6, 0, sizeof b6);
+        b6.d = static_cast<uint16_t>(0x3c00 + row);
+        for (int sb = 0; sb < 16; ++sb) b6.scales[sb] = static_cast<int8_t>(sb * 8 - 60 + row);
+        for (int e = 0; e < 256; ++e) {
+            const int code = (5 * e + 3 * row) % 64, h = e / 128, c = e / 32 % 4, l = e % 32;
+            b6.ql[64 * h + l + 32 * (c & 1)] |= static_cast<uint8_t>((code & 15) << (4 * (c >> 1)));
+            b6.qh[32 * h + l] |= static_cast<uint8_t>((code >> 4) << (2 * c));
+        }
+    }
+    ASSERT_EQ(packed_bytes(DType::Q6_K, 8, 256), 1680u);
+    std::vector<uint8_t> p6(1680);
+    pack_weights(DType::Q6_K, w6.data(), 256, 0, 1, p6.data());
+    auto code_at = [&](int row, int e) {  // read back through the documented positions
+        const int pp = e / 64, x = e % 64, half = x / 32, j = x % 32 / 4, i = e % 4;
+        const uint8_t* chunk = p6.data() + 144 + 96 * (4 * pp + j / 2);
+        const int lo = (chunk[32 * (j % 2) + 4 * row + i] >> (4 * half)) & 15;
+        const int hi = (chunk[64 + 4 * row + i] >> (2 * (2 * half + j % 2))) & 3;
+        return lo | hi << 4;
+    };
+    for (int row = 0; row < 8; ++row) {
+        uint16_t d6;
+        std::memcpy(&d6, p6.data() + 2 * row, 2);
+        EXPECT_EQ(d6, 0x3c00 + row);
+        for (int sb = 0; sb < 16; ++sb) EXPECT_EQ(static_cast<int8_t>(p6[16 + 8 * sb + row]), sb * 8 - 60 + row);
+        for (int e = 0; e < 256; ++e) ASSERT_EQ(code_at(row, e), (5 * e + 3 * row) % 64) << "row " << row << " element " << e;
+    }
 }
 
 TEST(Packed, PackUnpackRoundTripIsByteExact) {
     std::mt19937 rng(5);
     for (DType t : kPackedTypes) {
-        const int64_t rows = 24, cols = 7 * (t == DType::Q4_K ? 256 : 32);
+        const int64_t rows = 24, cols = 7 * dtype_info(t).block_size;
         const auto w = quantized(t, random_vec(rows * cols, rng));
         std::vector<uint8_t> p(packed_bytes(t, rows, cols)), back(w.size());
         pack_weights(t, w.data(), cols, 0, 1, p.data());  // groups in any order and split
@@ -128,7 +163,7 @@ TEST(Packed, PackUnpackRoundTripIsByteExact) {
         EXPECT_EQ(back, w) << dtype_name(t);
     }
     EXPECT_FALSE(packable(DType::Q4_0, 12, 64));  // rows not a multiple of 8
-    EXPECT_FALSE(packable(DType::Q6_K, 16, 256));
+    EXPECT_FALSE(packable(DType::Q5_K, 16, 256));
     EXPECT_FALSE(packable(DType::Q4_K, 16, 96));  // not whole super-blocks
 }
 

@@ -20,16 +20,19 @@ namespace {
 int code_bytes(DType t) { return t == DType::Q4_0 ? QK / 2 : QK; }
 
 void check_type(DType t, const char* what) {
-    if (t != DType::Q4_0 && t != DType::Q8_0 && t != DType::Q4_K && t != DType::F16)
-        fail("{}: no packed layout for weight type {} (F16, Q4_0, Q8_0, Q4_K)", what, dtype_name(t));
+    if (t != DType::Q4_0 && t != DType::Q8_0 && t != DType::Q4_K && t != DType::Q6_K && t != DType::F16)
+        fail("{}: no packed layout for weight type {} (F16, Q4_0, Q8_0, Q4_K, Q6_K)", what, dtype_name(t));
 }
 
-// One packed block (packed.h): 8 scales then the interleaved codes; Q4_K: 1184 bytes.
+// One packed block (packed.h): 8 scales then the interleaved codes; Q4_K: 1184 bytes, Q6_K:
+// 1680 (8 rows' 210).
 size_t packed_block_bytes(DType t) {
     if (t == DType::Q4_K) return 32 + 64 + 64 + 1024;
+    if (t == DType::Q6_K) return 16 + 128 + 1024 + 512;
     return kPackRows * (2 + static_cast<size_t>(code_bytes(t)));
 }
-int64_t block_elems(DType t) { return t == DType::Q4_K ? QK_K : QK; }
+bool super_block(DType t) { return t == DType::Q4_K || t == DType::Q6_K; }
+int64_t block_elems(DType t) { return super_block(t) ? QK_K : QK; }
 
 // Q4_K's 12 scale bytes from the 8 six-bit scales and mins (the inverse of scale_min_k4; all
 // 96 bits are used, so unpack(pack(x)) == x byte for byte).
@@ -73,6 +76,66 @@ void unpack_q4_k(const uint8_t* in, BlockQ4_K* const dst[kPackRows]) {
     }
 }
 
+// Q6_K element e of a row: low 4 bits in ql[64h + l + 32(c & 1)] (nibble c / 2), high 2 bits
+// in qh[32h + l] (bits 2c), h = e / 128, c = e / 32 % 4, l = e % 32 (ggml's block_q6_K).
+int q6_get(const BlockQ6_K& b, int e) {
+    const int h = e / 128, c = e / 32 % 4, l = e % 32;
+    const uint8_t lb = b.ql[64 * h + l + 32 * (c & 1)];
+    return ((c >> 1) ? lb >> 4 : lb & 15) | (((b.qh[32 * h + l] >> (2 * c)) & 3) << 4);
+}
+void q6_set(BlockQ6_K& b, int e, int q) {
+    const int h = e / 128, c = e / 32 % 4, l = e % 32;
+    uint8_t& lb = b.ql[64 * h + l + 32 * (c & 1)];
+    lb = static_cast<uint8_t>((c >> 1) ? (lb & 0x0F) | ((q & 15) << 4) : (lb & 0xF0) | (q & 15));
+    uint8_t& hb = b.qh[32 * h + l];
+    hb = static_cast<uint8_t>((hb & ~(3 << (2 * c))) | (((q >> 4) & 3) << (2 * c)));
+}
+// Where packed.h's Q6_Kx8 keeps row r's element e (p = e / 64, x = e % 64, half = x / 32,
+// j = x % 32 / 4, u = j / 2, i = e % 4): in the 96-byte chunk 4p + u of the codes, its low
+// nibble in nibble `half` of byte 32(j % 2) + 4r + i, its high 2 bits in bits 2(2·half + j % 2)
+// of byte 64 + 4r + i.
+constexpr size_t kQ6Sc = 16, kQ6Codes = 144;
+size_t q6_chunk(int e) { return kQ6Codes + 96 * (4 * (e / 64) + e % 32 / 8); }
+size_t q6_ql_byte(int r, int e) { return q6_chunk(e) + 32 * (e % 8 / 4) + 4 * r + e % 4; }
+size_t q6_qh_byte(int r, int e) { return q6_chunk(e) + 64 + 4 * r + e % 4; }
+int q6_ql_shift(int e) { return 4 * (e % 64 / 32); }
+int q6_qh_shift(int e) { return 2 * (2 * (e % 64 / 32) + e % 8 / 4); }
+
+void pack_q6_k(const BlockQ6_K* const src[kPackRows], uint8_t* out) {
+    std::memset(out, 0, packed_block_bytes(DType::Q6_K));
+    for (int r = 0; r < kPackRows; ++r) {
+        const BlockQ6_K& b = *src[r];
+        std::memcpy(out + 2 * r, &b.d, 2);
+        for (int s = 0; s < 16; ++s) std::memcpy(out + kQ6Sc + 8 * s + r, &b.scales[s], 1);
+        for (int e = 0; e < QK_K; ++e) {
+            const int q = q6_get(b, e);
+            out[q6_ql_byte(r, e)] |= static_cast<uint8_t>((q & 15) << q6_ql_shift(e));
+            out[q6_qh_byte(r, e)] |= static_cast<uint8_t>((q >> 4) << q6_qh_shift(e));
+        }
+    }
+}
+void unpack_q6_k(const uint8_t* in, BlockQ6_K* const dst[kPackRows]) {
+    for (int r = 0; r < kPackRows; ++r) {
+        BlockQ6_K& b = *dst[r];
+        std::memcpy(&b.d, in + 2 * r, 2);
+        for (int s = 0; s < 16; ++s) std::memcpy(&b.scales[s], in + kQ6Sc + 8 * s + r, 1);
+        for (int e = 0; e < QK_K; ++e)
+            q6_set(b, e, ((in[q6_ql_byte(r, e)] >> q6_ql_shift(e)) & 15) | (((in[q6_qh_byte(r, e)] >> q6_qh_shift(e)) & 3) << 4));
+    }
+}
+
+// The super-block types, group by group: pack (to_packed) or unpack each block of 8 rows.
+template <typename Block, typename Fn>
+void each_super_block(int64_t cols, int64_t g0, int64_t g1, Block* rows, Fn&& fn) {
+    const int64_t nb = cols / QK_K;
+    for (int64_t g = g0; g < g1; ++g)
+        for (int64_t b = 0; b < nb; ++b) {
+            Block* blk[kPackRows];
+            for (int r = 0; r < kPackRows; ++r) blk[r] = rows + (g * kPackRows + r) * nb + b;
+            fn(blk, static_cast<size_t>(g * nb + b));
+        }
+}
+
 }  // namespace
 
 bool packed_kernels_available() {
@@ -85,7 +148,7 @@ bool packed_kernels_available() {
 
 bool packable(DType t, int64_t rows, int64_t cols) {
     if (t == DType::F16) return packed_kernels_available() && rows > 0 && rows % kPackRows == 0 && cols > 0;
-    return packed_kernels_available() && (t == DType::Q4_0 || t == DType::Q8_0 || t == DType::Q4_K) && rows > 0 &&
+    return packed_kernels_available() && (t == DType::Q4_0 || t == DType::Q8_0 || super_block(t)) && rows > 0 &&
            rows % kPackRows == 0 && cols > 0 && cols % block_elems(t) == 0;
 }
 
@@ -109,17 +172,13 @@ void pack_weights(DType t, const void* src, int64_t cols, int64_t g0, int64_t g1
             }
         return;
     }
-    if (t == DType::Q4_K) {
-        const int64_t nb = cols / QK_K;
-        const auto* rows = static_cast<const BlockQ4_K*>(src);
-        for (int64_t g = g0; g < g1; ++g)
-            for (int64_t b = 0; b < nb; ++b) {
-                const BlockQ4_K* blk[kPackRows];
-                for (int r = 0; r < kPackRows; ++r) blk[r] = rows + (g * kPackRows + r) * nb + b;
-                pack_q4_k(blk, dst + static_cast<size_t>(g * nb + b) * packed_block_bytes(t));
-            }
-        return;
-    }
+    const size_t pbb = packed_block_bytes(t);
+    if (t == DType::Q4_K)
+        return each_super_block(cols, g0, g1, static_cast<const BlockQ4_K*>(src),
+                                [&](const BlockQ4_K* const* blk, size_t i) { pack_q4_k(blk, dst + i * pbb); });
+    if (t == DType::Q6_K)
+        return each_super_block(cols, g0, g1, static_cast<const BlockQ6_K*>(src),
+                                [&](const BlockQ6_K* const* blk, size_t i) { pack_q6_k(blk, dst + i * pbb); });
     const int64_t nb = cols / QK;
     const size_t cb = static_cast<size_t>(code_bytes(t)), sb = 2 + cb, pb = packed_block_bytes(t);
     const size_t rb = static_cast<size_t>(nb) * sb;
@@ -150,17 +209,13 @@ void unpack_weights(DType t, const uint8_t* packed, int64_t rows, int64_t cols, 
             }
         return;
     }
-    if (t == DType::Q4_K) {
-        const int64_t nb = cols / QK_K;
-        auto* out = static_cast<BlockQ4_K*>(dst);
-        for (int64_t g = 0; g < rows / kPackRows; ++g)
-            for (int64_t b = 0; b < nb; ++b) {
-                BlockQ4_K* blk[kPackRows];
-                for (int r = 0; r < kPackRows; ++r) blk[r] = out + (g * kPackRows + r) * nb + b;
-                unpack_q4_k(packed + static_cast<size_t>(g * nb + b) * packed_block_bytes(t), blk);
-            }
-        return;
-    }
+    const size_t pbb = packed_block_bytes(t);
+    if (t == DType::Q4_K)
+        return each_super_block(cols, 0, rows / kPackRows, static_cast<BlockQ4_K*>(dst),
+                                [&](BlockQ4_K* const* blk, size_t i) { unpack_q4_k(packed + i * pbb, blk); });
+    if (t == DType::Q6_K)
+        return each_super_block(cols, 0, rows / kPackRows, static_cast<BlockQ6_K*>(dst),
+                                [&](BlockQ6_K* const* blk, size_t i) { unpack_q6_k(packed + i * pbb, blk); });
     const int64_t nb = cols / QK;
     const size_t cb = static_cast<size_t>(code_bytes(t)), sb = 2 + cb, pb = packed_block_bytes(t);
     const size_t rb = static_cast<size_t>(nb) * sb;

@@ -23,6 +23,16 @@
 //                   row r's original qs[32p + 4j + i] (low nibble: sub-block 2p, element 4j + i;
 //                   high nibble: sub-block 2p + 1). The scales are unpacked from ggml's 12-byte
 //                   encoding, so the block is 32 bytes larger than 8 rows' (+2.8 %).
+//   Q6_Kx8 (1680 B = 8 rows' 210, per 256-element super-block): uint16 d[8]; int8 sc[128]: byte
+//                   8s + r = row r's scale of sub-block s (s < 16); then 16 chunks of 96 bytes,
+//                   chunk 4p + u (p < 4: elements 64p..64p+63, u < 4: steps j = 2u, 2u + 1 of
+//                   4 elements): bytes 32jj + 4r + i (jj = j - 2u) hold row r's 6-bit codes'
+//                   low 4 bits, low nibble element 64p + 4j + i, high nibble element
+//                   64p + 32 + 4j + i; bytes 64 + 4r + i hold their high 2 bits (bits 0-1 / 2-3:
+//                   the low nibbles' elements of steps 2u / 2u + 1, bits 4-5 / 6-7: the high
+//                   nibbles'). One chunk is one step pair's whole data, so a group's block is
+//                   read front to back (ql and qh as separate regions were two interleaved
+//                   streams per group: BM_QDecodeDram one thread 4.5 GB/s, against 13-17 GB/s with the chunks).
 //   F16x8 (16 B per column k): the 8 rows' halves at column k, row r at byte 2r.
 // pack_weights / unpack_weights convert between the GGUF row layout and this one, byte for byte.
 //
@@ -43,13 +53,13 @@ namespace calpaca {
 class ThreadPool;
 constexpr int kPackRows = 8;
 
-// Whether this build has packed kernels for weight type t with this shape (F16, Q4_0 / Q8_0 / Q4_K,
+// Whether this build has packed kernels for weight type t with this shape (F16, Q4_0 / Q8_0 / Q4_K / Q6_K,
 // rows a multiple of 8, AVX2 builds); matmul uses a packed copy only then.
 bool packable(DType t, int64_t rows, int64_t cols);
 // Whether this build has the fast packed kernels at all (x86 AVX2).
 bool packed_kernels_available();
 // Bytes of the packed copy (F16 / Q4_0 / Q8_0: the same as the row layout's, the bytes are
-// only reordered; Q4_K: 2.8 % more).
+// only reordered, as for Q6_K; Q4_K: 2.8 % more).
 size_t packed_bytes(DType t, int64_t rows, int64_t cols);
 
 // Rows [8*g0, 8*g1) of a row-major quantized matrix (src: its first row) into the packed

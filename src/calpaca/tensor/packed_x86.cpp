@@ -1,4 +1,4 @@
-// AVX2 kernels on packed (8-row interleaved) Q4_0 / Q8_0 / Q4_K / F16 weights (packed.h).
+// AVX2 kernels on packed (8-row interleaved) Q4_0 / Q8_0 / Q4_K / Q6_K / F16 weights (packed.h).
 //
 // A tile is the 8 rows of one group × NT tokens (NT <= 4), over all blocks of the row; a
 // one-token call (decode) instead runs kStreams groups side by side (decode_streams: more
@@ -12,6 +12,8 @@
 //   Q8_0: |w| is the unsigned operand and the sign moves onto the activations (_mm256_sign_epi8);
 //         each step is widened to int32 (two steps could reach 2·32258 and overflow int16).
 //   Q4_K: as Q4_0 per sub-block, widened by madd against the rows' 6-bit scales; mins via bsums.
+//   Q6_K: 6-bit codes rebuilt from nibbles and high bits, per 16-element sub-block as Q4_K;
+//         the codes' +32 offset via bsums (kernel_q6_k).
 // F16 (tile_f16, at the end) is plain f32 FMA with one lane per row.
 // The int32 block sums are exactly vec_dot_q_ref's; they are scaled by d_w·d_a (the 8 rows'
 // d converted with one vcvtph2ps) and accumulated with FMA in block order, so every (row,
@@ -48,7 +50,12 @@ struct PackQ4_K {
     uint8_t sc[64], mn[64];
     uint8_t qs[1024];
 };
-static_assert(sizeof(PackQ4_0) == 144 && sizeof(PackQ8_0) == 272 && sizeof(PackQ4_K) == 1184);
+struct PackQ6_K {
+    uint16_t d[kPackRows];
+    int8_t sc[128];
+    uint8_t q[16][96];  // per 64 elements p and step pair u: low nibbles of steps 2u, 2u + 1, then high bits
+};
+static_assert(sizeof(PackQ4_0) == 144 && sizeof(PackQ8_0) == 272 && sizeof(PackQ4_K) == 1184 && sizeof(PackQ6_K) == 1680);
 
 inline __m256i bcast4(const int8_t* p) {
     int32_t v;
@@ -216,6 +223,79 @@ void kernel_q4_k(const PackQ4_K* const* p, int64_t nb, const ActPanel& a, int64_
         for (int k = 0; k < NT; ++k) _mm256_storeu_ps(y[i] + (t + k) * ldy, acc[i][k]);
 }
 
+// Q6_K: per 64 elements p and pair of 4-element steps u, one qh vector holds the 2 high bits of
+// the 16 codes per row those steps need (packed.h), moved to bits 4-5 by a shift and a mask and
+// or-ed onto the low nibbles: unsigned codes 0..63, multiplied with the activations by maddubs
+// (pairs <= 2·63·128 = 16128, two steps added in int16 <= 32256: no overflow) and widened by madd
+// against the rows' int8 scales of the 16-element sub-block (each doubled into its lane's two
+// int16). The codes' +32 offset is taken off once per block: 32·Σ_s scale_s·bsum_s, by madd of
+// the rows' scale pairs against the Q8_K bsum pairs.
+template <int G, int NT>
+void kernel_q6_k(const PackQ6_K* const* p, int64_t nb, const ActPanel& a, int64_t t, float* const* y, int64_t ldy) {
+    const BlockQ8_K* ar[NT];
+    __m256 acc[G][NT];
+#pragma GCC unroll 8  // unrolled: the zeroing of acc is not turned into a memset (rep stos) of a stack copy
+    for (int k = 0; k < NT; ++k) {
+        ar[k] = reinterpret_cast<const BlockQ8_K*>(a.q + static_cast<size_t>(t + k) * a.rb);
+        for (int i = 0; i < G; ++i) acc[i][k] = _mm256_setzero_ps();
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    auto scales16 = [](const int8_t* sc8) {  // 8 rows' int8 scales → int16 pairs (s_r, s_r)
+        const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc8));
+        return _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(v, v));
+    };
+    for (int64_t b = 0; b < nb; ++b) {
+        __m256i s32[G][NT];
+        for (int i = 0; i < G; ++i)
+            for (int k = 0; k < NT; ++k) s32[i][k] = _mm256_setzero_si256();
+        for (int q = 0; q < 4; ++q)
+            for (int u = 0; u < 4; ++u) {
+                // steps j = 2u, 2u + 1 of both halves: elements 64q + 8u + {0..7} (sub-block 4q + u/2)
+                // and 64q + 32 + 8u + {0..7} (sub-block 4q + 2 + u/2)
+                const int e = 64 * q + 8 * u;
+                for (int i = 0; i < G; ++i) {
+                    const uint8_t* c = p[i][b].q[4 * q + u];
+                    const __m256i v0 = load(c), v1 = load(c + 32), h = load(c + 64);
+                    // the low half's steps, then the high half's (fewer registers live at once)
+#pragma GCC unroll 2
+                    for (int half = 0; half < 2; ++half) {
+                        const __m256i c0 = half == 0 ? _mm256_or_si256(_mm256_and_si256(v0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30))
+                                                     : _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m4), _mm256_and_si256(h, m30));
+                        const __m256i c1 = half == 0 ? _mm256_or_si256(_mm256_and_si256(v1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30))
+                                                     : _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m4),
+                                                                       _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+                        const __m256i sc = scales16(p[i][b].sc + 8 * (4 * q + 2 * half + u / 2));
+                        for (int k = 0; k < NT; ++k) {
+                            const int8_t* qa = ar[k][b].qs + e + 32 * half;
+                            const __m256i t16 = _mm256_add_epi16(_mm256_maddubs_epi16(c0, bcast4(qa)), _mm256_maddubs_epi16(c1, bcast4(qa + 4)));
+                            s32[i][k] = _mm256_add_epi32(s32[i][k], _mm256_madd_epi16(t16, sc));
+                            keep<NT>(s32[i][k]);
+                        }
+                    }
+                }
+            }
+        for (int i = 0; i < G; ++i) {
+            __m256i bias[NT];
+            for (int k = 0; k < NT; ++k) bias[k] = _mm256_setzero_si256();
+            for (int w = 0; w < 8; ++w) {  // lane r: (s_{r,2w}, s_{r,2w+1}) · (bsum_2w, bsum_2w+1)
+                const __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p[i][b].sc + 16 * w));
+                const __m128i hi = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p[i][b].sc + 16 * w + 8));
+                const __m256i pairs = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(lo, hi));
+                for (int k = 0; k < NT; ++k)
+                    bias[k] = _mm256_add_epi32(
+                        bias[k], _mm256_madd_epi16(pairs, bcast4(reinterpret_cast<const int8_t*>(ar[k][b].bsums + 2 * w))));
+            }
+            const __m256 dw = scales8(p[i][b].d);
+            for (int k = 0; k < NT; ++k) {
+                const __m256i tot = _mm256_sub_epi32(s32[i][k], _mm256_slli_epi32(bias[k], 5));
+                acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_mul_ps(dw, _mm256_set1_ps(ar[k][b].d)), acc[i][k]);
+            }
+        }
+    }
+    for (int i = 0; i < G; ++i)
+        for (int k = 0; k < NT; ++k) _mm256_storeu_ps(y[i] + (t + k) * ldy, acc[i][k]);
+}
+
 // Tokens per tile: 4 (8 measured no faster for Q4_0 / Q8_0 within this machine's noise, 2 and 3
 // slower for Q4_K: BM_QMatmul mode 3).
 constexpr int kNT = 4;
@@ -285,6 +365,12 @@ template <int NT>
 struct TileQ4_K {
     static void run(const PackQ4_K* p, int64_t nb, const ActPanel& a, int64_t t, float* y, int64_t ldy) {
         kernel_q4_k<1, NT>(&p, nb, a, t, &y, ldy);
+    }
+};
+template <int NT>
+struct TileQ6_K {
+    static void run(const PackQ6_K* p, int64_t nb, const ActPanel& a, int64_t t, float* y, int64_t ldy) {
+        kernel_q6_k<1, NT>(&p, nb, a, t, &y, ldy);
     }
 };
 
@@ -461,6 +547,9 @@ void gemm_packed(DType t, const uint8_t* packed, int64_t cols, int64_t g0, int64
         case DType::Q4_K:
             if (t1 - t0 == 1) return decode_streams<PackQ4_K, QK_K, kernel_q4_k<kStreams, 1>, TileQ4_K>(packed, cols, g0, g1, a, t0, y, ldy);
             return run<PackQ4_K, TileQ4_K, kNT, QK_K>(packed, cols, g0, g1, a, t0, t1, y, ldy);
+        case DType::Q6_K:
+            if (t1 - t0 == 1) return decode_streams<PackQ6_K, QK_K, kernel_q6_k<kStreams, 1>, TileQ6_K>(packed, cols, g0, g1, a, t0, y, ldy);
+            return run<PackQ6_K, TileQ6_K, kNT, QK_K>(packed, cols, g0, g1, a, t0, t1, y, ldy);
         case DType::Q4_0:
             if (t1 - t0 == 1) return decode_streams<PackQ4_0, QK, kernel_q4_0<kStreams, 1>, TileQ4_0>(packed, cols, g0, g1, a, t0, y, ldy);
             return run<PackQ4_0, TileQ4_0, kNT>(packed, cols, g0, g1, a, t0, t1, y, ldy);
