@@ -76,42 +76,59 @@ void unpack_q4_k(const uint8_t* in, BlockQ4_K* const dst[kPackRows]) {
     }
 }
 
-// Q6_K element e of a row: low 4 bits in ql[64h + l + 32(c & 1)] (nibble c / 2), high 2 bits
-// in qh[32h + l] (bits 2c), h = e / 128, c = e / 32 % 4, l = e % 32 (ggml's block_q6_K).
-int q6_get(const BlockQ6_K& b, int e) {
-    const int h = e / 128, c = e / 32 % 4, l = e % 32;
-    const uint8_t lb = b.ql[64 * h + l + 32 * (c & 1)];
-    return ((c >> 1) ? lb >> 4 : lb & 15) | (((b.qh[32 * h + l] >> (2 * c)) & 3) << 4);
+uint32_t load32(const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
 }
-void q6_set(BlockQ6_K& b, int e, int q) {
-    const int h = e / 128, c = e / 32 % 4, l = e % 32;
-    uint8_t& lb = b.ql[64 * h + l + 32 * (c & 1)];
-    lb = static_cast<uint8_t>((c >> 1) ? (lb & 0x0F) | ((q & 15) << 4) : (lb & 0xF0) | (q & 15));
-    uint8_t& hb = b.qh[32 * h + l];
-    hb = static_cast<uint8_t>((hb & ~(3 << (2 * c))) | (((q >> 4) & 3) << (2 * c)));
+void store32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+
+// A Q6_K row block's 256 six-bit codes, in element order, from ggml's block_q6_K (element
+// 128h + 32c + l: low 4 bits in nibble c / 2 of ql[64h + l + 32(c % 2)], high 2 bits in bits 2c
+// of qh[32h + l]), and back.
+void q6_codes(const BlockQ6_K& b, uint8_t code[QK_K]) {
+    for (int h = 0; h < 2; ++h)
+        for (int l = 0; l < 32; ++l) {
+            const int a = b.ql[64 * h + l], c = b.ql[64 * h + l + 32], q = b.qh[32 * h + l];
+            uint8_t* o = code + 128 * h + l;
+            o[0] = static_cast<uint8_t>((a & 15) | (q & 3) << 4);
+            o[32] = static_cast<uint8_t>((c & 15) | (q >> 2 & 3) << 4);
+            o[64] = static_cast<uint8_t>((a >> 4) | (q >> 4 & 3) << 4);
+            o[96] = static_cast<uint8_t>((c >> 4) | (q >> 6 & 3) << 4);
+        }
 }
-// Where packed.h's Q6_Kx8 keeps row r's element e (p = e / 64, x = e % 64, half = x / 32,
-// j = x % 32 / 4, u = j / 2, i = e % 4): in the 96-byte chunk 4p + u of the codes, its low
-// nibble in nibble `half` of byte 32(j % 2) + 4r + i, its high 2 bits in bits 2(2·half + j % 2)
-// of byte 64 + 4r + i.
+void q6_encode(const uint8_t code[QK_K], BlockQ6_K& b) {
+    for (int h = 0; h < 2; ++h)
+        for (int l = 0; l < 32; ++l) {
+            const uint8_t* o = code + 128 * h + l;
+            b.ql[64 * h + l] = static_cast<uint8_t>((o[0] & 15) | (o[64] & 15) << 4);
+            b.ql[64 * h + l + 32] = static_cast<uint8_t>((o[32] & 15) | (o[96] & 15) << 4);
+            b.qh[32 * h + l] = static_cast<uint8_t>((o[0] >> 4) | (o[32] >> 4) << 2 | (o[64] >> 4) << 4 | (o[96] >> 4) << 6);
+        }
+}
+
+// packed.h's Q6_Kx8: d, the scales at 16 + 8s + r, then chunk 4p + u (96 bytes at 144 + 96(4p + u))
+// holding steps j = 2u + jj (jj < 2) of elements 64p + 4j + i (low nibbles) and 64p + 32 + 4j + i
+// (high nibbles) at byte 32jj + 4r + i, their high 2 bits at byte 64 + 4r + i (bits 2(2·half + jj)).
 constexpr size_t kQ6Sc = 16, kQ6Codes = 144;
-size_t q6_chunk(int e) { return kQ6Codes + 96 * (4 * (e / 64) + e % 32 / 8); }
-size_t q6_ql_byte(int r, int e) { return q6_chunk(e) + 32 * (e % 8 / 4) + 4 * r + e % 4; }
-size_t q6_qh_byte(int r, int e) { return q6_chunk(e) + 64 + 4 * r + e % 4; }
-int q6_ql_shift(int e) { return 4 * (e % 64 / 32); }
-int q6_qh_shift(int e) { return 2 * (2 * (e % 64 / 32) + e % 8 / 4); }
 
 void pack_q6_k(const BlockQ6_K* const src[kPackRows], uint8_t* out) {
-    std::memset(out, 0, packed_block_bytes(DType::Q6_K));
     for (int r = 0; r < kPackRows; ++r) {
         const BlockQ6_K& b = *src[r];
         std::memcpy(out + 2 * r, &b.d, 2);
         for (int s = 0; s < 16; ++s) std::memcpy(out + kQ6Sc + 8 * s + r, &b.scales[s], 1);
-        for (int e = 0; e < QK_K; ++e) {
-            const int q = q6_get(b, e);
-            out[q6_ql_byte(r, e)] |= static_cast<uint8_t>((q & 15) << q6_ql_shift(e));
-            out[q6_qh_byte(r, e)] |= static_cast<uint8_t>((q >> 4) << q6_qh_shift(e));
-        }
+        uint8_t code[QK_K];
+        q6_codes(b, code);
+        for (int p = 0; p < 4; ++p)
+            for (int u = 0; u < 4; ++u) {
+                uint8_t* chunk = out + kQ6Codes + 96 * (4 * p + u);
+                const uint8_t* lo = code + 64 * p + 8 * u;  // the low half's 8 elements; + 32: the high half's
+                // 4 elements i at a time (codes <= 63: the masks keep every byte's bits in their byte)
+                for (int jj = 0; jj < 2; ++jj)
+                    store32(chunk + 32 * jj + 4 * r, (load32(lo + 4 * jj) & 0x0F0F0F0Fu) | (load32(lo + 32 + 4 * jj) & 0x0F0F0F0Fu) << 4);
+                store32(chunk + 64 + 4 * r, (load32(lo) >> 4 & 0x03030303u) | (load32(lo + 4) >> 4 & 0x03030303u) << 2 |
+                                                (load32(lo + 32) >> 4 & 0x03030303u) << 4 | (load32(lo + 36) >> 4 & 0x03030303u) << 6);
+            }
     }
 }
 void unpack_q6_k(const uint8_t* in, BlockQ6_K* const dst[kPackRows]) {
@@ -119,8 +136,21 @@ void unpack_q6_k(const uint8_t* in, BlockQ6_K* const dst[kPackRows]) {
         BlockQ6_K& b = *dst[r];
         std::memcpy(&b.d, in + 2 * r, 2);
         for (int s = 0; s < 16; ++s) std::memcpy(&b.scales[s], in + kQ6Sc + 8 * s + r, 1);
-        for (int e = 0; e < QK_K; ++e)
-            q6_set(b, e, ((in[q6_ql_byte(r, e)] >> q6_ql_shift(e)) & 15) | (((in[q6_qh_byte(r, e)] >> q6_qh_shift(e)) & 3) << 4));
+        uint8_t code[QK_K];
+        for (int p = 0; p < 4; ++p)
+            for (int u = 0; u < 4; ++u) {
+                const uint8_t* chunk = in + kQ6Codes + 96 * (4 * p + u);
+                uint8_t* lo = code + 64 * p + 8 * u;
+                for (int i = 0; i < 4; ++i) {
+                    const int hb = chunk[64 + 4 * r + i];
+                    for (int jj = 0; jj < 2; ++jj) {
+                        const int nb = chunk[32 * jj + 4 * r + i];
+                        lo[4 * jj + i] = static_cast<uint8_t>((nb & 15) | (hb >> (2 * jj) & 3) << 4);
+                        lo[32 + 4 * jj + i] = static_cast<uint8_t>((nb >> 4) | (hb >> (4 + 2 * jj) & 3) << 4);
+                    }
+                }
+            }
+        q6_encode(code, b);
     }
 }
 
