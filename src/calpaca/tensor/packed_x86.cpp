@@ -249,11 +249,14 @@ void kernel_q6_k(const PackQ6_K* const* p, int64_t nb, const ActPanel& a, int64_
         for (int i = 0; i < G; ++i)
             for (int k = 0; k < NT; ++k) s32[i][k] = _mm256_setzero_si256();
         for (int q = 0; q < 4; ++q)
-            for (int u = 0; u < 4; ++u) {
+            for (int i = 0; i < G; ++i) {
                 // steps j = 2u, 2u + 1 of both halves: elements 64q + 8u + {0..7} (sub-block 4q + u/2)
-                // and 64q + 32 + 8u + {0..7} (sub-block 4q + 2 + u/2)
-                const int e = 64 * q + 8 * u;
-                for (int i = 0; i < G; ++i) {
+                // and 64q + 32 + 8u + {0..7} (sub-block 4q + 2 + u/2); each pair of u shares its scales
+                __m256i sc[2][2];
+                for (int h2 = 0; h2 < 2; ++h2)
+                    for (int s2 = 0; s2 < 2; ++s2) sc[h2][s2] = scales16(p[i][b].sc + 8 * (4 * q + 2 * h2 + s2));
+                for (int u = 0; u < 4; ++u) {
+                    const int e = 64 * q + 8 * u;
                     const uint8_t* c = p[i][b].q[4 * q + u];
                     const __m256i v0 = load(c), v1 = load(c + 32), h = load(c + 64);
                     // the low half's steps, then the high half's (fewer registers live at once)
@@ -264,11 +267,10 @@ void kernel_q6_k(const PackQ6_K* const* p, int64_t nb, const ActPanel& a, int64_
                         const __m256i c1 = half == 0 ? _mm256_or_si256(_mm256_and_si256(v1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30))
                                                      : _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m4),
                                                                        _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
-                        const __m256i sc = scales16(p[i][b].sc + 8 * (4 * q + 2 * half + u / 2));
                         for (int k = 0; k < NT; ++k) {
                             const int8_t* qa = ar[k][b].qs + e + 32 * half;
                             const __m256i t16 = _mm256_add_epi16(_mm256_maddubs_epi16(c0, bcast4(qa)), _mm256_maddubs_epi16(c1, bcast4(qa + 4)));
-                            s32[i][k] = _mm256_add_epi32(s32[i][k], _mm256_madd_epi16(t16, sc));
+                            s32[i][k] = _mm256_add_epi32(s32[i][k], _mm256_madd_epi16(t16, sc[half][u / 2]));
                             keep<NT>(s32[i][k]);
                         }
                     }
