@@ -287,10 +287,11 @@ TEST(QuantizeGolden, RandomModelLogitsPerType) {
     fs::remove_all(dir);
 }
 
-// Model::pack_weights (tensor/packed.h): the packed F16 / Q4_0 / Q8_0 / Q4_K matrices give the logits of the
-// row layout up to f32 summation order, for a prompt (prefill tiles) and a decode step. (The
-// 8-bit quantization of every matmul's input absorbs most last-bit differences: measured 0.)
-// A wrong packed matrix does change the logits: the check at the end swaps one.
+// Model::pack_weights (tensor/packed.h): the packed F16 / Q4_0 / Q8_0 / Q4_K / Q6_K matrices give the
+// logits of the row layout up to f32 summation order, for a prompt (prefill tiles) and a decode
+// step. (The 8-bit quantization of every matmul's input absorbs most last-bit differences:
+// measured 0.) Packing in slices of one group gives the same bits as whole matrices. A wrong
+// packed matrix does change the logits: the check at the end swaps one.
 TEST(QuantizeGolden, PackedWeightsGiveTheSameLogits) {
     const fs::path dir = scratch("packed");
     const std::string f32 = (dir / "f32.gguf").string();
@@ -303,13 +304,15 @@ TEST(QuantizeGolden, PackedWeightsGiveTheSameLogits) {
     opt.threads = 2;
     opt.progress = false;
     opt.pure = true;
-    for (const char* name : {"Q4_0", "Q8_0", "Q4_K", "F16"}) {
+    for (const char* name : {"Q4_0", "Q8_0", "Q4_K", "Q6_K", "F16"}) {
         SCOPED_TRACE(name);
         const std::string q = (dir / (std::string(name) + ".gguf")).string();
         quantize_gguf(f32, q, mix_of(name), opt);
         auto plain = Model::load(q);
         auto packed = Model::load(q);
         packed->pack_weights(&pool);
+        auto sliced = Model::load(q);
+        sliced->pack_weights(&pool, 1);  // one group per slice
         if (packed_kernels_available()) {
             ASSERT_NE(packed->layers[1].w_down.packed, nullptr);
             ASSERT_NE(packed->layers[0].wk.packed, nullptr);
@@ -322,6 +325,7 @@ TEST(QuantizeGolden, PackedWeightsGiveTheSameLogits) {
             const double e = rel_l2(b, a);
             std::printf("[ golden ] %s packed vs row layout, %zu tokens: rel logit difference %.2e\n", name, n, e);
             EXPECT_LT(e, 1e-5);
+            EXPECT_EQ(logits_of(*sliced, prompt, &pool), b) << "slices changed the packed copy";
         }
         if (packed_kernels_available()) {
             const auto good = logits_of(*packed, ids, &pool);

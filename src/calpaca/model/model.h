@@ -37,10 +37,11 @@ public:
     std::vector<LayerWeights> layers;
 
     // Makes packed copies (tensor/packed.h) of the layer and output matrices that have none and
-    // are packable (F16 / Q4_0 / Q8_0 / Q4_K on x86 AVX2), and lets the kernel reclaim their mapped pages.
-    // Call after any in-memory change of the weights (apply_lora_in_memory); matmul then uses
-    // the copies. CALPACA_PACK=0 in the environment turns it off (for comparisons).
-    void pack_weights(ThreadPool* pool);
+    // are packable (F16 / Q4_0 / Q8_0 / Q4_K / Q6_K on x86 AVX2), and lets the kernel reclaim their
+    // mapped pages, slice_bytes of a matrix at a time (the resident set grows by one slice, not by
+    // a whole matrix). Call after any in-memory change of the weights (apply_lora_in_memory);
+    // matmul then uses the copies. CALPACA_PACK=0 in the environment turns it off (for comparisons).
+    void pack_weights(ThreadPool* pool, size_t slice_bytes = size_t{32} << 20);
 
     // Embedding row of token id as f32 (checks the id).
     void embed(int32_t id, float* out) const;
