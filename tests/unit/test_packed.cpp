@@ -162,7 +162,9 @@ TEST(Packed, PackUnpackRoundTripIsByteExact) {
         unpack_weights(t, p.data(), rows, cols, back.data());
         EXPECT_EQ(back, w) << dtype_name(t);
     }
-    EXPECT_FALSE(packable(DType::Q4_0, 12, 64));  // rows not a multiple of 8
+    EXPECT_FALSE(packable(DType::Q4_0, 7, 64));  // not one whole group
+    EXPECT_TRUE(packable(DType::Q4_0, 12, 64));  // one group packed, 4 rows in the row layout
+    EXPECT_EQ(packed_bytes(DType::Q4_0, 12, 64), packed_bytes(DType::Q4_0, 8, 64));
     EXPECT_FALSE(packable(DType::Q5_K, 16, 256));
     EXPECT_FALSE(packable(DType::Q4_K, 16, 96));  // not whole super-blocks
 }
@@ -205,14 +207,14 @@ TEST(Packed, GemmMatchesReferenceTwinAndRowDots) {
 // matmul on a view with a packed copy: close to the row layout's reference, and bit-identical
 // for 1 or 3 threads and for any number of tokens around it (tile edges; one token runs the
 // multi-stream decode kernels). 130 groups: more than two of the pieces the pool hands out
-// (64 groups in decode, 16 otherwise) and a short last piece.
+// (64 groups in decode, 16 otherwise) and a short last piece; 5 rows past them in the row layout.
 TEST(Packed, MatmulOnPackedViewIsThreadAndTilingInvariant) {
     if (!packed_kernels_available()) GTEST_SKIP() << "no packed kernels in this build";
     std::mt19937 rng(7);
     ThreadPool pool(3);
     for (DType t : kPackedTypes) {
         SCOPED_TRACE(dtype_name(t));
-        const int64_t rows = 8 * 130, cols = 4096 + 5 * dtype_info(t).block_size, ntok = 23;
+        const int64_t rows = 8 * 130 + 5, cols = 4096 + 5 * dtype_info(t).block_size, ntok = 23;
         const auto w = quantized(t, random_vec(rows * cols, rng, 0.5f));
         std::vector<uint8_t> p(packed_bytes(t, rows, cols));
         pack_weights(t, w.data(), cols, 0, rows / 8, p.data());
@@ -288,11 +290,11 @@ TEST(Packed, F16GemmMatchesReferenceAndIsOrderInvariant) {
     }
     if (!packed_kernels_available()) return;
     // matmul on a packed view: 33 groups (more than two pieces of 16, handed out dynamically,
-    // and an odd last group), 131 tokens (two token blocks, 66 + 65) or 9 (one panel), against
-    // one token at a time, on 1 and 3 threads
-    const int64_t mrows = 264, mcols = 600;
+    // and an odd last group) and 3 rows past them (row layout), 131 tokens (two token blocks,
+    // 66 + 65) or 9 (one panel), against one token at a time, on 1 and 3 threads
+    const int64_t mrows = 267, mcols = 600;
     const auto mf = random_vec(mrows * mcols, rng, 0.5f);
-    std::vector<uint8_t> mw(mrows * mcols * 2), mp(mw.size());
+    std::vector<uint8_t> mw(mrows * mcols * 2), mp(packed_bytes(DType::F16, mrows, mcols));
     for (size_t i = 0; i < mf.size(); ++i) {
         const uint16_t h = fp32_to_fp16(mf[i]);
         std::memcpy(mw.data() + 2 * i, &h, 2);
@@ -310,6 +312,7 @@ TEST(Packed, F16GemmMatchesReferenceAndIsOrderInvariant) {
     for (int64_t t = 0; t < big; ++t) {
         matmul(m, xb.data() + t * mcols, 1, one.data(), &pool);
         gemm_packed_f16_ref(mp.data(), mcols, 0, mrows / 8, 0, mcols, xb.data() + t * mcols, mcols, 0, 1, ref.data(), 0);
+        for (int64_t r = mrows / 8 * 8; r < mrows; ++r) ref[r] = dot_ref(DType::F16, m.row(r), xb.data() + t * mcols, mcols);
         for (int64_t r = 0; r < mrows; ++r) {
             ASSERT_EQ(all1[t * mrows + r], all3[t * mrows + r]) << "depends on the thread count";
             ASSERT_EQ(all1[t * mrows + r], one[r]) << "decode alone differs from the batch, tok " << t;

@@ -155,7 +155,9 @@ void matmul_quant_ref(const MatrixView& w, const float* x, int64_t n_tok, float*
 // row-layout type up to 16 tokens (matmul_quant): tokens in blocks whose quantized activations
 // fit in L2 (<= 256 KiB, at most 64 tokens); within a block each weight row is unpacked once per
 // 4 tokens (vec_dot_q's multi-row form), with the per-token arithmetic of one token alone.
-void matmul_rows(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, float* y, ThreadPool* pool) {
+// Rows [first_row, w.rows) (first_row > 0: the rows past a packed copy's last whole group).
+void matmul_rows(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, float* y, ThreadPool* pool,
+                 int64_t first_row = 0) {
     const int64_t rb = static_cast<int64_t>(row_bytes(w.type, static_cast<uint64_t>(w.cols)));
     const uint8_t* base = static_cast<const uint8_t*>(w.data);
     const int64_t tok_block = std::max<int64_t>(4, std::min<int64_t>(64, (256 * 1024 / static_cast<int64_t>(qa.row_bytes)) / 4 * 4));
@@ -188,7 +190,8 @@ void matmul_rows(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, fl
             }
         }
     };
-    split_rows(pool, static_cast<size_t>(w.rows), 256, 64, body);
+    const auto r0 = static_cast<size_t>(first_row);
+    split_rows(pool, static_cast<size_t>(w.rows) - r0, 256, 64, [&](size_t b, size_t e) { body(r0 + b, r0 + e); });
 }
 
 // Packed weights (tensor/packed.h): groups of 8 rows handed out over the pool; tokens in blocks
@@ -206,6 +209,8 @@ void matmul_packed(const MatrixView& w, const QuantizedActs& qa, int64_t n_tok, 
     // pieces of 64 groups in decode (4 streams of 16 groups each, long enough for the
     // prefetchers), 16 with more tokens
     split_rows(pool, static_cast<size_t>(groups), n_tok == 1 ? 64 : 16, 8, body);
+    // rows past the last whole group (a vocabulary of 49953) in the row layout, on this thread
+    if (groups * kPackRows < w.rows) matmul_rows(w, qa, n_tok, y, nullptr, groups * kPackRows);
 }
 
 // Tiled types: activations quantized once; rows split over the pool. Prefill (more than 16
@@ -464,43 +469,6 @@ void axpy(DType t, const void* v, float a, float* out, int64_t n) {
 void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool) {
     if (is_quantized(w.type)) return matmul_quant(w, x, n_tok, y, pool);
     check_dense(w.type);
-    if (w.packed && packable(w.type, w.rows, w.cols)) {
-        // packed F16 (tensor/packed.h): groups of 8 rows handed out 16 at a time (split_rows). Up to 3
-        // tokens (decode): whole rows, several groups per tile. 4-16 (batched decode): the
-        // activations transposed once (F16Panel, shared by the threads), whole rows. More
-        // (prefill): tokens in equal blocks of at most 128, each transposed once, columns in
-        // chunks of 512, so a chunk of the block's panel (<= 256 KiB) stays in L2 while a piece's
-        // groups pass it and each weight byte is read from memory once per block. The results
-        // are the same bits in every order (gemm_packed_f16).
-        const int64_t groups = w.rows / kPackRows;
-        constexpr int64_t kTokBlock = 128, kChunk = 512, kGrain = 16;
-        auto run = [&](const std::function<void(size_t, size_t)>& body) {
-            split_rows(pool, static_cast<size_t>(groups), kGrain, 8, body);
-        };
-        if (n_tok <= 3) {
-            run([&](size_t g0, size_t g1) {
-                gemm_packed_f16(w.packed, w.cols, static_cast<int64_t>(g0), static_cast<int64_t>(g1), 0, w.cols, x,
-                                w.cols, 0, n_tok, y, w.rows);
-            });
-            return;
-        }
-        // equal blocks of at most kTokBlock (128 tokens: one block, not 120 + 8, whose second
-        // pass would stream every weight again for 8 tokens)
-        const int64_t n_blocks = (n_tok + kTokBlock - 1) / kTokBlock;
-        const int64_t block = n_tok <= 16 ? n_tok : (n_tok + n_blocks - 1) / n_blocks;
-        const int64_t chunk = n_tok <= 16 ? w.cols : kChunk;
-        thread_local F16Panel tl_panel;
-        F16Panel& panel = tl_panel;  // the calling thread's, named so the workers' lambdas see this one
-        for (int64_t t0 = 0; t0 < n_tok; t0 += block) {
-            prepare_f16_panel(x, w.cols, t0, std::min(n_tok, t0 + block), 0, w.cols, panel, pool);
-            run([&](size_t g0, size_t g1) {
-                for (int64_t k0 = 0; k0 < w.cols; k0 += chunk)
-                    gemm_packed_f16_panel(w.packed, w.cols, static_cast<int64_t>(g0), static_cast<int64_t>(g1), panel,
-                                          k0, std::min(w.cols, k0 + chunk), y, w.rows);
-            });
-        }
-        return;
-    }
     const size_t rb = static_cast<size_t>(row_bytes(w.type, static_cast<uint64_t>(w.cols)));
     const uint8_t* base = static_cast<const uint8_t*>(w.data);
     constexpr int64_t kChunk = 512, kTokBlock = 128, kRowOrderTokens = 16;
@@ -520,6 +488,50 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, Thread
         }
         for (int64_t t0 = 0; t0 < n_tok; t0 += kTokBlock) chunks(r0, r1, t0, std::min(n_tok, t0 + kTokBlock));
     };
+    // rows [r0, w.rows) of a packed matrix that are not in its copy (fewer than 8), on this thread
+    auto tail_rows = [&](int64_t r0) {
+        if (r0 < w.rows) body(static_cast<size_t>(r0), static_cast<size_t>(w.rows));
+    };
+    if (w.packed && packable(w.type, w.rows, w.cols)) {
+        // packed F16 (tensor/packed.h): groups of 8 rows handed out 16 at a time (split_rows). Up to 3
+        // tokens (decode): whole rows, several groups per tile. 4-16 (batched decode): the
+        // activations transposed once (F16Panel, shared by the threads), whole rows. More
+        // (prefill): tokens in equal blocks of at most 128, each transposed once, columns in
+        // chunks of 512, so a chunk of the block's panel (<= 256 KiB) stays in L2 while a piece's
+        // groups pass it and each weight byte is read from memory once per block. The results
+        // are the same bits in every order (gemm_packed_f16). Rows past the last whole group (a
+        // vocabulary of 49953) take the row layout's path below, on this thread.
+        const int64_t groups = w.rows / kPackRows;
+        constexpr int64_t kGrain = 16;  // (kTokBlock = 128 and kChunk = 512 as for the row layout)
+        auto run = [&](const std::function<void(size_t, size_t)>& fn) {
+            split_rows(pool, static_cast<size_t>(groups), kGrain, 8, fn);
+        };
+        if (n_tok <= 3) {
+            run([&](size_t g0, size_t g1) {
+                gemm_packed_f16(w.packed, w.cols, static_cast<int64_t>(g0), static_cast<int64_t>(g1), 0, w.cols, x,
+                                w.cols, 0, n_tok, y, w.rows);
+            });
+            tail_rows(groups * kPackRows);
+            return;
+        }
+        // equal blocks of at most kTokBlock (128 tokens: one block, not 120 + 8, whose second
+        // pass would stream every weight again for 8 tokens)
+        const int64_t n_blocks = (n_tok + kTokBlock - 1) / kTokBlock;
+        const int64_t block = n_tok <= 16 ? n_tok : (n_tok + n_blocks - 1) / n_blocks;
+        const int64_t chunk = n_tok <= 16 ? w.cols : kChunk;
+        thread_local F16Panel tl_panel;
+        F16Panel& panel = tl_panel;  // the calling thread's, named so the workers' lambdas see this one
+        for (int64_t t0 = 0; t0 < n_tok; t0 += block) {
+            prepare_f16_panel(x, w.cols, t0, std::min(n_tok, t0 + block), 0, w.cols, panel, pool);
+            run([&](size_t g0, size_t g1) {
+                for (int64_t k0 = 0; k0 < w.cols; k0 += chunk)
+                    gemm_packed_f16_panel(w.packed, w.cols, static_cast<int64_t>(g0), static_cast<int64_t>(g1), panel,
+                                          k0, std::min(w.cols, k0 + chunk), y, w.rows);
+            });
+        }
+        tail_rows(groups * kPackRows);
+        return;
+    }
     if (pool && w.rows >= 64)
         pool->parallel_for(static_cast<size_t>(w.rows), body);
     else

@@ -177,9 +177,9 @@ bool packed_kernels_available() {
 }
 
 bool packable(DType t, int64_t rows, int64_t cols) {
-    if (t == DType::F16) return packed_kernels_available() && rows > 0 && rows % kPackRows == 0 && cols > 0;
-    return packed_kernels_available() && (t == DType::Q4_0 || t == DType::Q8_0 || super_block(t)) && rows > 0 &&
-           rows % kPackRows == 0 && cols > 0 && cols % block_elems(t) == 0;
+    if (t == DType::F16) return packed_kernels_available() && rows >= kPackRows && cols > 0;
+    return packed_kernels_available() && (t == DType::Q4_0 || t == DType::Q8_0 || super_block(t)) && rows >= kPackRows &&
+           cols > 0 && cols % block_elems(t) == 0;
 }
 
 size_t packed_bytes(DType t, int64_t rows, int64_t cols) {

@@ -54,11 +54,14 @@ class ThreadPool;
 constexpr int kPackRows = 8;
 
 // Whether this build has packed kernels for weight type t with this shape (F16, Q4_0 / Q8_0 / Q4_K / Q6_K,
-// rows a multiple of 8, AVX2 builds); matmul uses a packed copy only then.
+// at least 8 rows, AVX2 builds); matmul uses a packed copy only then. The copy holds the
+// ⌊rows / 8⌋ whole groups; matmul runs the rows past them (fewer than 8: the 49953-row heads of
+// the v1 vocabularies) through the row layout's kernels, whose per-row arithmetic does not depend
+// on the batch either.
 bool packable(DType t, int64_t rows, int64_t cols);
 // Whether this build has the fast packed kernels at all (x86 AVX2).
 bool packed_kernels_available();
-// Bytes of the packed copy (F16 / Q4_0 / Q8_0: the same as the row layout's, the bytes are
+// Bytes of the packed copy of the whole groups (F16 / Q4_0 / Q8_0: the same as their row layout's, the bytes are
 // only reordered, as for Q6_K; Q4_K: 2.8 % more).
 size_t packed_bytes(DType t, int64_t rows, int64_t cols);
 
