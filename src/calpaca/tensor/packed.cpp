@@ -154,7 +154,7 @@ void unpack_q6_k(const uint8_t* in, BlockQ6_K* const dst[kPackRows]) {
     }
 }
 
-// The super-block types, group by group: pack (to_packed) or unpack each block of 8 rows.
+// The super-block types, group by group: fn(the 8 rows' blocks, packed block index) for each block.
 template <typename Block, typename Fn>
 void each_super_block(int64_t cols, int64_t g0, int64_t g1, Block* rows, Fn&& fn) {
     const int64_t nb = cols / QK_K;
