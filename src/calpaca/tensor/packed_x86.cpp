@@ -157,6 +157,24 @@ void kernel_q8_0(const PackQ8_0* const* p, int64_t nb, const ActPanel& a, int64_
         for (int k = 0; k < NT; ++k) _mm256_storeu_ps(y[i] + (t + k) * ldy, acc[i][k]);
 }
 
+// The K-quant kernels' start: the NT tokens' Q8_K rows, and zeroed accumulators.
+template <int G, int NT>
+inline void start_k(const ActPanel& a, int64_t t, const BlockQ8_K* (&ar)[NT], __m256 (&acc)[G][NT]) {
+#pragma GCC unroll 8  // unrolled: the zeroing of acc is not turned into a memset (rep stos) of a stack copy
+    for (int k = 0; k < NT; ++k) {
+        ar[k] = reinterpret_cast<const BlockQ8_K*>(a.q + static_cast<size_t>(t + k) * a.rb);
+        for (int i = 0; i < G; ++i) acc[i][k] = _mm256_setzero_ps();
+    }
+}
+// 8 rows' 8-bit sub-block scales (Q4_K: unsigned, Q6_K: signed) → int16 pairs (s_r, s_r), lane r
+// for row r, for _mm256_madd_epi16 against a lane's two int16 sums.
+template <bool Signed>
+inline __m256i scales16(const void* sc8) {
+    const __m128i v = _mm_loadl_epi64(static_cast<const __m128i*>(sc8));
+    const __m128i d = _mm_unpacklo_epi8(v, v);
+    return Signed ? _mm256_cvtepi8_epi16(d) : _mm256_cvtepu8_epi16(d);
+}
+
 // Q4_K: per sub-block pair p the 8 steps of each sub-block are added in int16 (as Q4_0) and
 // widened by _mm256_madd_epi16 against the 8 rows' scales (each doubled into its lane's two
 // int16); the mins enter as dmin·d_a·Σ_s min_s·(sum of the sub-block's activations), from the
@@ -165,16 +183,8 @@ template <int G, int NT>
 void kernel_q4_k(const PackQ4_K* const* p, int64_t nb, const ActPanel& a, int64_t t, float* const* y, int64_t ldy) {
     const BlockQ8_K* ar[NT];
     __m256 acc[G][NT];
-#pragma GCC unroll 8  // unrolled: the zeroing of acc is not turned into a memset (rep stos) of a stack copy
-    for (int k = 0; k < NT; ++k) {
-        ar[k] = reinterpret_cast<const BlockQ8_K*>(a.q + static_cast<size_t>(t + k) * a.rb);
-        for (int i = 0; i < G; ++i) acc[i][k] = _mm256_setzero_ps();
-    }
+    start_k(a, t, ar, acc);
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    auto scales16 = [](const uint8_t* sc8) {  // 8 rows' u8 scales → int16 pairs (s_r, s_r)
-        const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc8));
-        return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v));
-    };
     for (int64_t b = 0; b < nb; ++b) {
         __m256i s32[G][NT];
         for (int i = 0; i < G; ++i)
@@ -196,7 +206,7 @@ void kernel_q4_k(const PackQ4_K* const* p, int64_t nb, const ActPanel& a, int64_
                     }
                 }
             for (int i = 0; i < G; ++i) {
-                const __m256i slo = scales16(p[i][b].sc + 8 * (2 * q)), shi = scales16(p[i][b].sc + 8 * (2 * q + 1));
+                const __m256i slo = scales16<false>(p[i][b].sc + 8 * (2 * q)), shi = scales16<false>(p[i][b].sc + 8 * (2 * q + 1));
                 for (int k = 0; k < NT; ++k)
                     s32[i][k] = _mm256_add_epi32(
                         s32[i][k], _mm256_add_epi32(_mm256_madd_epi16(lo16[i][k], slo), _mm256_madd_epi16(hi16[i][k], shi)));
@@ -234,16 +244,8 @@ template <int G, int NT>
 void kernel_q6_k(const PackQ6_K* const* p, int64_t nb, const ActPanel& a, int64_t t, float* const* y, int64_t ldy) {
     const BlockQ8_K* ar[NT];
     __m256 acc[G][NT];
-#pragma GCC unroll 8  // unrolled: the zeroing of acc is not turned into a memset (rep stos) of a stack copy
-    for (int k = 0; k < NT; ++k) {
-        ar[k] = reinterpret_cast<const BlockQ8_K*>(a.q + static_cast<size_t>(t + k) * a.rb);
-        for (int i = 0; i < G; ++i) acc[i][k] = _mm256_setzero_ps();
-    }
+    start_k(a, t, ar, acc);
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
-    auto scales16 = [](const int8_t* sc8) {  // 8 rows' int8 scales → int16 pairs (s_r, s_r)
-        const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc8));
-        return _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(v, v));
-    };
     for (int64_t b = 0; b < nb; ++b) {
         __m256i s32[G][NT];
         for (int i = 0; i < G; ++i)
@@ -254,7 +256,7 @@ void kernel_q6_k(const PackQ6_K* const* p, int64_t nb, const ActPanel& a, int64_
                 // and 64q + 32 + 8u + {0..7} (sub-block 4q + 2 + u/2); each pair of u shares its scales
                 __m256i sc[2][2];
                 for (int h2 = 0; h2 < 2; ++h2)
-                    for (int s2 = 0; s2 < 2; ++s2) sc[h2][s2] = scales16(p[i][b].sc + 8 * (4 * q + 2 * h2 + s2));
+                    for (int s2 = 0; s2 < 2; ++s2) sc[h2][s2] = scales16<true>(p[i][b].sc + 8 * (4 * q + 2 * h2 + s2));
                 for (int u = 0; u < 4; ++u) {
                     const int e = 64 * q + 8 * u;
                     const uint8_t* c = p[i][b].q[4 * q + u];
