@@ -26,6 +26,10 @@ static Command add_bench(CLI::App& root) {
     app->add_option("-u,--ubatch", o->b.ubatch,
                     "prompt tokens per forward pass, as generate/chat use (default 128; 0 = the whole prompt at once: "
                     "faster prompt processing, more activation memory)");
+    app->add_option("-b,--batch", o->b.batch,
+                    "also decode B sequences together (tgN x B: N steps of one forward over all B, as serve "
+                    "--parallel batches its streams); a list, e.g. 4,8")
+        ->delimiter(',');
     app->add_option("--kv-type", o->kv_type, "KV cache type: f16 (default) or f32")->check(CLI::IsMember({"f16", "f32"}));
     app->add_flag("--json", o->json, "print one JSON object instead of the table");
     app->add_flag("--no-bandwidth", o->no_bandwidth, "skip the memory bandwidth measurement (and the efficiency)");
@@ -34,10 +38,13 @@ static Command add_bench(CLI::App& root) {
         "and tg (-n single-token steps), the measured memory read bandwidth, and decode bandwidth\n"
         "efficiency = weight bytes read per token x tg tokens/s / bandwidth. With a tg test the\n"
         "bandwidth is measured right after each tg run and the efficiency is the median of the\n"
-        "runs' ratios (a shared host's bandwidth drifts within a minute).\n\n"
+        "runs' ratios (a shared host's bandwidth drifts within a minute). With -b, tgN x B is the\n"
+        "aggregate tokens/s of B sequences decoding together (weights read once per step for all\n"
+        "of them) and its ratio to tgN: the engine's part of serve's multi-client throughput.\n\n"
         "Examples:\n"
         "  calpaca bench -m models/calpaca-demo.gguf\n"
         "  calpaca bench -m rand-1.3b-f16.gguf -p 512 -n 128 -t 2 -r 3\n"
+        "  calpaca bench -m models/calpaca-demo.gguf -p 0 -n 64 -b 1,4,8 -r 3\n"
         "  calpaca bench -m model.gguf -p 64 -n 16 -r 1 --json | python3 -m json.tool");
     return {app, [=]() {
                 if (o->threads < 0) fail("--threads must be positive, got {}", o->threads);

@@ -130,6 +130,33 @@ TEST(BenchRun, TinyModelGivesAllFields) {
         EXPECT_EQ(big.bandwidth.buffer_bytes, uint64_t(256) << 20);
     }
 
+    // tg N x B: B sequences decoding together through a MultiSession
+    o.bandwidth_buffer_bytes = uint64_t(4) << 20;
+    o.batch = {1, 3};
+    const BenchResult multi = run_bench(*m, pool, o);
+    ASSERT_EQ(multi.batched.size(), 2u);
+    EXPECT_EQ(multi.batched[0].streams, 1);
+    EXPECT_EQ(multi.batched[1].streams, 3);
+    for (const auto& b : multi.batched) {
+        ASSERT_EQ(b.tps.samples.size(), 2u);
+        EXPECT_GT(b.tps.median, 0);
+    }
+    EXPECT_NE(bench_table(multi).find("tg4x3"), std::string::npos);
+    EXPECT_NE(bench_table(multi).find("batched decode"), std::string::npos);
+    const auto mj = bench_json(multi);
+    ASSERT_EQ(mj["batched_decode"].size(), 2u);
+    EXPECT_EQ(mj["batched_decode"][1]["streams"], 3);
+    EXPECT_DOUBLE_EQ(mj["batched_decode"][1]["vs_tg"].get<double>(), multi.batched[1].tps.median / multi.tg_tps.median);
+    EXPECT_TRUE(bench_json(r)["batched_decode"].empty());
+    o.batch = {0};
+    EXPECT_THROW(run_bench(*m, pool, o), Error);
+    o.batch = {257};
+    EXPECT_THROW(run_bench(*m, pool, o), Error);
+    o.batch = {2};
+    o.n_gen = 0;
+    EXPECT_THROW(run_bench(*m, pool, o), Error);  // a batched test needs tg steps
+    o.batch.clear();
+
     o.n_gen = 0;
     o.measure_bandwidth = false;
     const BenchResult pp_only = run_bench(*m, pool, o);

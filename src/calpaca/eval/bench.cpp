@@ -7,12 +7,14 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "calpaca/base/error.h"
 #include "calpaca/base/progress.h"
 #include "calpaca/base/threadpool.h"
 #include "calpaca/model/model.h"
+#include "calpaca/model/multi_session.h"
 #include "calpaca/model/session.h"
 
 namespace calpaca {
@@ -107,6 +109,9 @@ BenchResult run_bench(const Model& m, ThreadPool& pool, const BenchOptions& o) {
     if (o.n_gen < 0) fail("bench: -n/--n-gen must be >= 0, got {}", o.n_gen);
     if (o.n_prompt == 0 && o.n_gen == 0) fail("bench: nothing to measure (-p 0 and -n 0)");
     if (o.reps < 1) fail("bench: -r/--repetitions must be >= 1, got {}", o.reps);
+    if (!o.batch.empty() && o.n_gen == 0) fail("bench: -b/--batch needs a tg test (-n > 0)");
+    for (int b : o.batch)
+        if (b < 1 || b > 256) fail("bench: -b/--batch: each entry must be 1..256 sequences, got {}", b);
     const LlamaConfig& c = m.config();
     const int64_t n_ctx = std::max<int64_t>({o.n_prompt, o.n_gen, 16 + 1});
     if (n_ctx > (int64_t(1) << 20)) fail("bench: {} tokens is too many for one test", n_ctx);
@@ -141,10 +146,20 @@ BenchResult run_bench(const Model& m, ThreadPool& pool, const BenchOptions& o) {
         s.eval(std::span<const int32_t>(&one, 1), false);
     }
 
-    const int64_t total = o.reps * ((o.n_prompt > 0) + (o.n_gen > 0));
+    const int64_t total = o.reps * ((o.n_prompt > 0) + (o.n_gen > 0) + static_cast<int64_t>(o.batch.size()));
     Progress prog("bench", static_cast<uint64_t>(total), o.progress);
     int64_t done = 0;
     std::vector<double> pp, tg;
+    // tg N x B: one MultiSession per entry (its KV caches: B x (N + 1) positions), made up front
+    std::vector<std::unique_ptr<MultiSession>> multi;
+    std::vector<std::vector<double>> batched(o.batch.size());
+    for (int b : o.batch) {
+        MultiSessionOptions mo;
+        mo.n_slots = b;
+        mo.n_ctx = o.n_gen + 1;
+        mo.kv_type = o.kv_type;
+        multi.push_back(std::make_unique<MultiSession>(m, mo, &pool));
+    }
     // Peak RSS is sampled before each bandwidth probe and reset after it; if the reset is refused,
     // the value from before the first probe stands (the tests allocate nothing after their first
     // repetition).
@@ -188,10 +203,30 @@ BenchResult run_bench(const Model& m, ThreadPool& pool, const BenchOptions& o) {
             }
             prog.update(static_cast<uint64_t>(++done), "tg" + std::to_string(o.n_gen));
         }
+        for (size_t e = 0; e < o.batch.size(); ++e) {
+            MultiSession& ms = *multi[e];
+            const int b = o.batch[e];
+            std::vector<int32_t> toks(static_cast<size_t>(b));
+            std::vector<MultiSession::Item> items(static_cast<size_t>(b));
+            for (int i = 0; i < b; ++i) {
+                ms.truncate(i, 0);
+                toks[static_cast<size_t>(i)] = bos >= 0 && bos < c.n_vocab ? bos : ts.next();
+                items[static_cast<size_t>(i)] = {i, std::span<const int32_t>(&toks[static_cast<size_t>(i)], 1),
+                                                 MultiSession::Output::Last};
+            }
+            auto t0 = std::chrono::steady_clock::now();
+            for (int64_t step = 0; step < o.n_gen; ++step) {
+                ms.forward(items);
+                for (auto& t : toks) t = ts.next();
+            }
+            batched[e].push_back(static_cast<double>(b) * static_cast<double>(o.n_gen) / seconds_since(t0));
+            prog.update(static_cast<uint64_t>(++done), "tg" + std::to_string(o.n_gen) + "x" + std::to_string(b));
+        }
     }
     prog.finish();
     r.pp_tps = summarize(pp);
     r.tg_tps = summarize(tg);
+    for (size_t e = 0; e < o.batch.size(); ++e) r.batched.push_back({o.batch[e], summarize(batched[e])});
     note_rss();
     r.peak_rss_bytes = rss_peak;
 
@@ -242,7 +277,16 @@ std::string bench_table(const BenchResult& r) {
     };
     if (r.n_prompt > 0) row("pp" + std::to_string(r.n_prompt), r.pp_tps);
     if (r.n_gen > 0) row("tg" + std::to_string(r.n_gen), r.tg_tps);
+    for (const auto& b : r.batched) row("tg" + std::to_string(r.n_gen) + "x" + std::to_string(b.streams), b.tps);
     out += "\n";
+    if (!r.batched.empty()) {
+        std::string ratios;
+        for (const auto& b : r.batched)
+            ratios += fmt::format("{}x{} {:.2f}", ratios.empty() ? "" : ", ", b.streams,
+                                  r.tg_tps.median > 0 ? b.tps.median / r.tg_tps.median : 0.0);
+        out += fmt::format("batched decode           {} (aggregate t/s of B sequences decoding together / tg{})\n",
+                           ratios, r.n_gen);
+    }
     out += fmt::format("weights read per token   {:.3f} GB\n", static_cast<double>(r.weights.bytes_per_token) / 1e9);
     if (r.bandwidth_measured) {
         out += fmt::format("memory read bandwidth    {:.2f} GB/s (median of {} passes over {} with {} threads{}; {:.2f}-{:.2f})\n",
@@ -279,6 +323,11 @@ nlohmann::json bench_json(const BenchResult& r) {
     j["kv_cache_bytes"] = r.kv_cache_bytes;
     j["pp_tokens_per_s"] = r.n_prompt > 0 ? stats_json(r.pp_tps) : nlohmann::json(nullptr);
     j["tg_tokens_per_s"] = r.n_gen > 0 ? stats_json(r.tg_tps) : nlohmann::json(nullptr);
+    j["batched_decode"] = nlohmann::json::array();
+    for (const auto& b : r.batched)
+        j["batched_decode"].push_back({{"streams", b.streams},
+                                       {"aggregate_tokens_per_s", stats_json(b.tps)},
+                                       {"vs_tg", r.tg_tps.median > 0 ? b.tps.median / r.tg_tps.median : 0.0}});
     j["weight_bytes_per_token"] = r.weights.bytes_per_token;
     if (r.bandwidth_measured) {
         j["mem_read_bandwidth_gbps"] = {{"median", r.bandwidth.median_gbps}, {"min", r.bandwidth.min_gbps},

@@ -5,7 +5,11 @@
 // which also faults the mmap'd weights in), then `reps` repetitions of each test from an
 // empty KV cache with random token ids (BOS first in the prompt):
 //   pp N: one eval() of N tokens (logits of the last one only);
-//   tg N: N evals of one token each.
+//   tg N: N evals of one token each;
+//   tg N x B (--batch): B sequences of a MultiSession decoding together, N steps of one forward
+//     over all B (each sequence's next token and its logits), as `serve --parallel` batches its
+//     streams: aggregate tokens/s = B·N / time, and its ratio to tg N (one sequence). No
+//     sampling, HTTP or client: the engine's share of serve's throughput.
 // Decode bandwidth efficiency = weight bytes read per generated token x tg tokens/s
 // / measured read bandwidth: the share of the machine's memory bandwidth that decode turns
 // into useful weight reads (decode of one sequence must stream every weight once per token).
@@ -47,6 +51,7 @@ struct BenchOptions {
     uint64_t bandwidth_buffer_bytes = 0;  // 0 = default_bandwidth_buffer_bytes()
     uint64_t seed = 1234;     // token ids
     bool progress = true;     // a Progress bar on stderr when it is a terminal
+    std::vector<int> batch;   // tg N x B tests, one per entry (1..256 sequences); needs n_gen > 0
 };
 
 // What one decode step must read: every weight matrix once, one embedding row, the norms.
@@ -68,6 +73,11 @@ struct BenchResult {
     std::string kv_type;
     uint64_t kv_cache_bytes = 0;
     SampleStats pp_tps, tg_tps;   // tokens per second; empty when the test was skipped
+    struct Batched {
+        int streams = 0;
+        SampleStats tps;          // aggregate tokens per second over the streams
+    };
+    std::vector<Batched> batched; // one per BenchOptions::batch entry
     bool bandwidth_measured = false;
     BandwidthResult bandwidth;
     double efficiency = 0;        // median of efficiency_reps; 0 when tg or bandwidth is missing
