@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "calpaca/base/error.h"
@@ -139,4 +140,26 @@ TEST(MultiSession, RejectsBadBatches) {
     EXPECT_EQ(ms.n_past(1), 0);
     EXPECT_THROW(ms.truncate(0, 1), Error);
     EXPECT_THROW(MultiSession(*model, {0, 8, DType::F16}, nullptr), Error);
+}
+
+// KV caches larger than the machine: a clear error naming the sizes, not std::bad_alloc's "out of
+// memory". Where the kernel refuses an allocation beyond RAM + swap (vm.overcommit_memory 0 or 2);
+// with 1 ("always") the zero-filled cache would be touched instead, so the test does not run there.
+TEST(MultiSession, KvCacheTooLargeForMemoryIsAClearError) {
+#if defined(__SANITIZE_ADDRESS__)
+    GTEST_SKIP() << "AddressSanitizer's allocator would reserve the 768 GiB instead of failing";
+#endif
+    std::ifstream f("/proc/sys/vm/overcommit_memory");
+    int mode = -1;
+    if (!(f >> mode) || mode == 1) GTEST_SKIP() << "overcommit mode " << mode;
+    auto model = Model::load(make_model("f16-gqa-2", DType::F16, 2, false));
+    // 1024 slots x 4M positions x 2 layers x 24 (K) x 4 bytes: 768 GiB per cache
+    try {
+        MultiSession ms(*model, {1024, int64_t(1) << 22, DType::F32}, nullptr);
+        FAIL() << "no error";
+    } catch (const Error& e) {
+        const std::string m = e.what();
+        EXPECT_NE(m.find("KV caches of 1024 slots x 4194304 positions"), std::string::npos) << m;
+        EXPECT_NE(m.find("--parallel"), std::string::npos) << m;
+    }
 }

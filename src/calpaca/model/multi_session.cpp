@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
 
 #include "calpaca/base/error.h"
 #include "calpaca/base/threadpool.h"
@@ -19,8 +20,14 @@ MultiSession::MultiSession(const Model& m, MultiSessionOptions o, ThreadPool* po
     if (n_ctx_ > (int64_t(1) << 22)) fail("context size {} is too large", n_ctx_);
     kv_elem_ = kv_type_ == DType::F16 ? 2 : 4;
     const size_t bytes = static_cast<size_t>(o.n_slots) * cfg_.n_layer * n_ctx_ * cfg_.n_embd_kv() * kv_elem_;
-    k_cache_.resize(bytes);
-    v_cache_.resize(bytes);
+    try {
+        k_cache_.resize(bytes);
+        v_cache_.resize(bytes);
+    } catch (const std::bad_alloc&) {
+        fail("KV caches of {} slots x {} positions need {:.2f} GiB (K and V, {}): out of memory; use fewer slots "
+             "(--parallel) or a smaller context size (--ctx-size)",
+             o.n_slots, n_ctx_, 2.0 * static_cast<double>(bytes) / (1u << 30), dtype_name(kv_type_));
+    }
     n_past_.assign(static_cast<size_t>(o.n_slots), 0);
     // the same float32 inv_freq as Session (HF: 1 / base^(arange(0, d, 2) / d))
     const int64_t hd = cfg_.head_dim();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
 
 #include "calpaca/base/error.h"
 #include "calpaca/base/threadpool.h"
@@ -28,8 +29,13 @@ Session::Session(const Model& m, SessionOptions o, ThreadPool* pool)
     if (n_ctx_ > (int64_t(1) << 22)) fail("context size {} is too large", n_ctx_);
     kv_elem_ = opt_.kv_type == DType::F16 ? 2 : 4;
     size_t bytes = static_cast<size_t>(cfg_.n_layer) * n_ctx_ * cfg_.n_embd_kv() * kv_elem_;
-    k_cache_.resize(bytes);
-    v_cache_.resize(bytes);
+    try {
+        k_cache_.resize(bytes);
+        v_cache_.resize(bytes);
+    } catch (const std::bad_alloc&) {
+        fail("KV cache of {} positions needs {:.2f} GiB (K and V, {}): out of memory; use a smaller context size",
+             n_ctx_, 2.0 * static_cast<double>(bytes) / (1u << 30), dtype_name(opt_.kv_type));
+    }
     // HF: inv_freq = 1 / base^(arange(0, d, 2) / d), computed in float32
     const int64_t hd = cfg_.head_dim();
     for (int64_t i = 0; i < hd / 2; ++i)
