@@ -143,6 +143,9 @@ TEST(BenchRun, TinyModelGivesAllFields) {
     }
     EXPECT_NE(bench_table(multi).find("tg4x3"), std::string::npos);
     EXPECT_NE(bench_table(multi).find("batched decode"), std::string::npos);
+    // slots x (n_gen + 1) positions x layers x kv dim x f16, K and V: 1 + 3 slots
+    EXPECT_EQ(multi.batched_kv_bytes, 2ull * (1 + 3) * 5 * 2 * 16 * 2);
+    EXPECT_EQ(r.batched_kv_bytes, 0u);
     const auto mj = bench_json(multi);
     ASSERT_EQ(mj["batched_decode"].size(), 2u);
     EXPECT_EQ(mj["batched_decode"][1]["streams"], 3);

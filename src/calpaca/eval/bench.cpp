@@ -159,6 +159,7 @@ BenchResult run_bench(const Model& m, ThreadPool& pool, const BenchOptions& o) {
         mo.n_ctx = o.n_gen + 1;
         mo.kv_type = o.kv_type;
         multi.push_back(std::make_unique<MultiSession>(m, mo, &pool));
+        r.batched_kv_bytes += multi.back()->kv_bytes();
     }
     // Peak RSS is sampled before each bandwidth probe and reset after it; if the reset is refused,
     // the value from before the first probe stands (the tests allocate nothing after their first
@@ -302,8 +303,9 @@ std::string bench_table(const BenchResult& r) {
                                reps);
         }
     }
-    out += fmt::format("peak RSS                 {} (file {} + KV cache {})\n", human_bytes(r.peak_rss_bytes),
-                       human_bytes(r.file_bytes), human_bytes(r.kv_cache_bytes));
+    out += fmt::format("peak RSS                 {} (file {} + KV cache {}{})\n", human_bytes(r.peak_rss_bytes),
+                       human_bytes(r.file_bytes), human_bytes(r.kv_cache_bytes),
+                       r.batched_kv_bytes > 0 ? " + batched tests' KV caches " + human_bytes(r.batched_kv_bytes) : "");
     return out;
 }
 
@@ -321,6 +323,7 @@ nlohmann::json bench_json(const BenchResult& r) {
     j["n_gen"] = r.n_gen;
     j["kv_type"] = r.kv_type;
     j["kv_cache_bytes"] = r.kv_cache_bytes;
+    j["batched_kv_cache_bytes"] = r.batched_kv_bytes;
     j["pp_tokens_per_s"] = r.n_prompt > 0 ? stats_json(r.pp_tps) : nlohmann::json(nullptr);
     j["tg_tokens_per_s"] = r.n_gen > 0 ? stats_json(r.tg_tps) : nlohmann::json(nullptr);
     j["batched_decode"] = nlohmann::json::array();

@@ -78,6 +78,7 @@ struct BenchResult {
         SampleStats tps;          // aggregate tokens per second over the streams
     };
     std::vector<Batched> batched; // one per BenchOptions::batch entry
+    uint64_t batched_kv_bytes = 0;  // the batched tests' KV caches (in the peak RSS too)
     bool bandwidth_measured = false;
     BandwidthResult bandwidth;
     double efficiency = 0;        // median of efficiency_reps; 0 when tg or bandwidth is missing

@@ -23,6 +23,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -85,8 +86,9 @@ constexpr int kTilePrefetch = 4096;
 template <bool Pf, typename P>
 inline void tile_prefetch(const P* blk) {
     if constexpr (Pf) {
-        const char* c = reinterpret_cast<const char*>(blk) + kTilePrefetch;
-        for (size_t o = 0; o < sizeof(P); o += 64) _mm_prefetch(c + o, _MM_HINT_T0);  // never faults
+        // the address may lie past the matrix: computed as an integer, and a prefetch never faults
+        const uintptr_t c = reinterpret_cast<uintptr_t>(blk) + kTilePrefetch;
+        for (size_t o = 0; o < sizeof(P); o += 64) _mm_prefetch(reinterpret_cast<const char*>(c + o), _MM_HINT_T0);
     }
 }
 inline __m256 scales8(const uint16_t* d) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d))); }
