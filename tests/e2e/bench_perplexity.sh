@@ -55,6 +55,17 @@ grep -q "^pp8 " "$W/out" && grep -q "^tg4 " "$W/out" && ! grep -q "bandwidth" "$
 expect_ok bench-pp-only "$CALPACA" bench -m "$DEMO" -p 8 -n 0 -r 1 --no-bandwidth --json
 cp "$W/out" "$W/pp.json"
 json_check bench-pp-only-json "$W/pp.json" 'j["tg_tokens_per_s"] is None and j["decode_bandwidth_efficiency"] is None'
+# --- bench -b: sequences decoding together (a comma list), rows, ratio line and JSON
+expect_ok bench-batch "$CALPACA" bench -m "$DEMO" -p 0 -n 4 -r 2 -b 1,3 --no-bandwidth
+grep -q "^tg4x1 " "$W/out" && grep -q "^tg4x3 " "$W/out" && grep -q "^batched decode .*x1 .*x3 " "$W/out" && ok \
+    || bad "bench -b table: $(cat "$W/out")"
+expect_ok bench-batch-json "$CALPACA" bench -m "$DEMO" -p 0 -n 4 -r 2 -b 3 --no-bandwidth --json
+cp "$W/out" "$W/batch.json"
+json_check bench-batch-fields "$W/batch.json" '
+[b["streams"] for b in j["batched_decode"]] == [3] and len(j["batched_decode"][0]["aggregate_tokens_per_s"]["samples"]) == 2
+and j["batched_decode"][0]["vs_tg"] > 0 and j["batched_kv_cache_bytes"] > 0'
+expect_error bench-batch-zero "each entry must be 1..256" "$CALPACA" bench -m "$DEMO" -n 4 -b 0
+expect_error bench-batch-no-tg "needs a tg test" "$CALPACA" bench -m "$DEMO" -p 8 -n 0 -b 2
 expect_error bench-nothing "nothing to measure" "$CALPACA" bench -m "$DEMO" -p 0 -n 0
 expect_error bench-reps "repetitions must be >= 1" "$CALPACA" bench -m "$DEMO" -r 0
 expect_error bench-missing "cannot open" "$CALPACA" bench -m "$W/nope.gguf"
