@@ -227,7 +227,10 @@ BenchResult run_bench(const Model& m, ThreadPool& pool, const BenchOptions& o) {
     prog.finish();
     r.pp_tps = summarize(pp);
     r.tg_tps = summarize(tg);
-    for (size_t e = 0; e < o.batch.size(); ++e) r.batched.push_back({o.batch[e], summarize(batched[e])});
+    for (size_t e = 0; e < o.batch.size(); ++e) {
+        const SampleStats st = summarize(batched[e]);
+        r.batched.push_back({o.batch[e], st, r.tg_tps.median > 0 ? st.median / r.tg_tps.median : 0.0});
+    }
     note_rss();
     r.peak_rss_bytes = rss_peak;
 
@@ -283,8 +286,7 @@ std::string bench_table(const BenchResult& r) {
     if (!r.batched.empty()) {
         std::string ratios;
         for (const auto& b : r.batched)
-            ratios += fmt::format("{}x{} {:.2f}", ratios.empty() ? "" : ", ", b.streams,
-                                  r.tg_tps.median > 0 ? b.tps.median / r.tg_tps.median : 0.0);
+            ratios += fmt::format("{}x{} {:.2f}", ratios.empty() ? "" : ", ", b.streams, b.vs_tg);
         out += fmt::format("batched decode           {} (aggregate t/s of B sequences decoding together / tg{})\n",
                            ratios, r.n_gen);
     }
@@ -330,7 +332,7 @@ nlohmann::json bench_json(const BenchResult& r) {
     for (const auto& b : r.batched)
         j["batched_decode"].push_back({{"streams", b.streams},
                                        {"aggregate_tokens_per_s", stats_json(b.tps)},
-                                       {"vs_tg", r.tg_tps.median > 0 ? b.tps.median / r.tg_tps.median : 0.0}});
+                                       {"vs_tg", b.vs_tg}});
     j["weight_bytes_per_token"] = r.weights.bytes_per_token;
     if (r.bandwidth_measured) {
         j["mem_read_bandwidth_gbps"] = {{"median", r.bandwidth.median_gbps}, {"min", r.bandwidth.min_gbps},

@@ -76,6 +76,7 @@ struct BenchResult {
     struct Batched {
         int streams = 0;
         SampleStats tps;          // aggregate tokens per second over the streams
+        double vs_tg = 0;         // tps.median / tg_tps.median
     };
     std::vector<Batched> batched; // one per BenchOptions::batch entry
     uint64_t batched_kv_bytes = 0;  // the batched tests' KV caches (in the peak RSS too)
